@@ -1,0 +1,43 @@
+"""Errors raised for a user's bad input: malformed files and invalid models."""
+
+from __future__ import annotations
+
+__all__ = ["PomdpFormatError", "InvalidModelError"]
+
+
+class PomdpFormatError(ValueError):
+    """A model file could not be read.
+
+    The message names the file, the line and the column (both 1-based) and says
+    what was expected there, e.g.::
+
+        Tiger.pomdp:12:7: expected a probability in [0, 1], found '1.5'
+
+    Attributes:
+      path: the file's path as given (or ``"<string>"``).
+      line: 1-based line number, or ``None`` when the problem has no position
+        (for example a missing section, which is reported at the end of the file).
+      column: 1-based column number, or ``None``.
+      reason: the bare description, without the location prefix.
+    """
+
+    def __init__(self, reason: str, path: str = "<string>", line: int | None = None,
+                 column: int | None = None):
+        self.path = str(path)
+        self.line = line
+        self.column = column
+        self.reason = reason
+        where = self.path
+        if line is not None:
+            where += f":{line}"
+            if column is not None:
+                where += f":{column}"
+        super().__init__(f"{where}: {reason}")
+
+
+class InvalidModelError(ValueError):
+    """A model's arrays do not describe a valid POMDP (raised by ``validate``).
+
+    The message names the offending entry, e.g.
+    ``next_prob[action='listen', state='tiger-left'] sums to 0.9 (expected 1 ± 1e-05)``.
+    """

@@ -1,0 +1,382 @@
+"""The model pytrees: ``TabularPOMDP`` and the ``GenerativePOMDP`` simulator protocol.
+
+Conventions (used everywhere in jaxpomdp):
+
+* ``T(s' | s, a)`` is stored sparsely: ``next_state[a, s, k]`` are the successor
+  states of ``(s, a)`` and ``next_prob[a, s, k]`` their probabilities, ``k < K``
+  where ``K`` is the largest number of successors of any ``(s, a)``. Unused slots
+  hold state 0 with probability 0, so every gather stays in range.
+* ``Z(o | a, s')`` is dense: ``obs_prob[a, s', o]``, the probability of observing
+  ``o`` after action ``a`` arrives in ``s'``.
+* ``R(s, a)`` is the *expected* immediate reward ``reward[a, s]`` (file formats
+  whose rewards depend on ``s'`` and ``o`` are reduced to it on reading).
+* States, actions and observations are int32 indices; their names are static
+  metadata kept outside the pytree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Protocol, Sequence, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxpomdp.errors import InvalidModelError
+
+__all__ = [
+    "TabularPOMDP",
+    "GenerativePOMDP",
+    "Names",
+    "from_dense",
+    "dense_transitions",
+    "validate",
+    "DEFAULT_TOLERANCE",
+]
+
+#: Default tolerance on |sum of a probability row - 1| (``validate`` and the readers).
+DEFAULT_TOLERANCE = 1e-5
+
+
+class Names(tuple):
+    """An immutable tuple of names with a cached hash.
+
+    Names are static pytree metadata, so jit compares them on every call; caching
+    the hash keeps that cheap even for hundreds of thousands of states.
+    """
+
+    def __hash__(self):  # noqa: D105
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = self.__dict__["_hash"] = tuple.__hash__(self)
+        return h
+
+    def __eq__(self, other):  # noqa: D105
+        return self is other or tuple.__eq__(self, other)
+
+    def __ne__(self, other):  # noqa: D105
+        return not self.__eq__(other)
+
+    def __reduce__(self):
+        return (Names, (tuple(self),))
+
+
+def _names(values: Optional[Sequence[str]], count: int, what: str) -> Optional[Names]:
+    if values is None:
+        return None
+    values = Names(str(v) for v in values)
+    if len(values) != count:
+        raise InvalidModelError(f"{len(values)} {what} names given for {count} {what}s")
+    if len(set(values)) != len(values):
+        seen = set()
+        dup = next(v for v in values if v in seen or seen.add(v))
+        raise InvalidModelError(f"duplicate {what} name {dup!r}")
+    return values
+
+
+@runtime_checkable
+class GenerativePOMDP(Protocol):
+    """A POMDP given as a simulator (what NVI, GPOMDP and ``simulate`` need).
+
+    Every method is pure and jit/vmap-able; the PRNG key comes first.
+
+    * ``initial_state(key) -> state`` draws ``s0 ~ b0``;
+    * ``step(key, state, action) -> (state', observation, reward, done)`` draws
+      ``s' ~ T(.|s, a)``, ``o ~ Z(.|a, s')`` and returns the reward of ``(s, a)``;
+      ``done`` is True when ``s'`` is terminal (absorbing, no further reward);
+    * ``features(state) -> float[F]`` describes a state to a function approximator.
+
+    ``num_actions``, ``num_observations`` and ``discount`` describe the problem.
+    """
+
+    num_actions: int
+    num_observations: int
+    discount: Any
+
+    def initial_state(self, key: jax.Array) -> Any: ...
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, jax.Array, jax.Array, jax.Array]: ...
+
+    def features(self, state: Any) -> jax.Array: ...
+
+
+@struct.dataclass
+class TabularPOMDP:
+    """A finite POMDP as a frozen pytree with sparse successors.
+
+    Fields (A actions, S states, O observations, K successors):
+      next_state: int32[A, S, K] successor states of ``(s, a)``, padded with 0.
+      next_prob: float[A, S, K] their probabilities (0 in padding).
+      obs_prob: float[A, S, O] ``Z(o | a, s')`` for the state arrived in.
+      reward: float[A, S] expected immediate reward ``R(s, a)``.
+      initial_belief: float[S] the initial belief ``b0``.
+      discount: float[] the discount factor (a leaf, so it can be vmapped).
+      state_features: optional float[S, F] features of each state (``features``
+        returns a one-hot vector when it is None).
+      state_names, action_names, observation_names: static names (or None).
+
+    Build one with :meth:`TabularPOMDP.create` (canonical sparse form from NumPy
+    arrays), :func:`from_dense`, a reader (``jaxpomdp.load_pomdp``) or
+    ``jaxpomdp.problems.get``. It implements :class:`GenerativePOMDP`.
+    """
+
+    next_state: jax.Array
+    next_prob: jax.Array
+    obs_prob: jax.Array
+    reward: jax.Array
+    initial_belief: jax.Array
+    discount: jax.Array
+    state_features: Optional[jax.Array] = None
+    state_names: Optional[Names] = struct.field(pytree_node=False, default=None)
+    action_names: Optional[Names] = struct.field(pytree_node=False, default=None)
+    observation_names: Optional[Names] = struct.field(pytree_node=False, default=None)
+
+    # ----------------------------------------------------------------- sizes
+    @property
+    def num_actions(self) -> int:
+        return self.next_state.shape[-3]
+
+    @property
+    def num_states(self) -> int:
+        return self.next_state.shape[-2]
+
+    @property
+    def num_successors(self) -> int:
+        return self.next_state.shape[-1]
+
+    @property
+    def num_observations(self) -> int:
+        return self.obs_prob.shape[-1]
+
+    def state_name(self, s: int) -> str:
+        return self.state_names[s] if self.state_names is not None else str(int(s))
+
+    def action_name(self, a: int) -> str:
+        return self.action_names[a] if self.action_names is not None else str(int(a))
+
+    def observation_name(self, o: int) -> str:
+        return self.observation_names[o] if self.observation_names is not None else str(int(o))
+
+    # ----------------------------------------------------------- construction
+    @classmethod
+    def create(cls, next_state, next_prob, obs_prob, reward, initial_belief, discount, *,
+               state_names=None, action_names=None, observation_names=None,
+               state_features=None, dtype=None) -> "TabularPOMDP":
+        """Builds a model in canonical form from host (NumPy) arrays.
+
+        Canonical form: in each ``(a, s)`` row the successors with positive
+        probability come first in increasing state order, zero-probability slots are
+        dropped where possible (``K`` = the largest number of positive successors)
+        and padding is state 0 with probability 0. Two models describing the same
+        POMDP therefore have identical arrays.
+
+        Args:
+          next_state: int[A, S, K] successor states.
+          next_prob: float[A, S, K] their probabilities.
+          obs_prob: float[A, S, O].
+          reward: float[A, S].
+          initial_belief: float[S].
+          discount: scalar.
+          state_names, action_names, observation_names: optional sequences of str.
+          state_features: optional float[S, F].
+          dtype: float dtype of the arrays (default: JAX's default float, float32
+            unless ``jax_enable_x64``).
+
+        Raises:
+          InvalidModelError: on inconsistent shapes or names.
+        """
+        ns = np.asarray(next_state)
+        npb = np.asarray(next_prob, dtype=np.float64)
+        if ns.ndim != 3 or npb.shape != ns.shape:
+            raise InvalidModelError(
+                f"next_state and next_prob must both have shape [A, S, K]; got {ns.shape} and {npb.shape}")
+        ns, npb = _canonical_successors(ns.astype(np.int64), npb)
+        A, S, _ = ns.shape
+        if S >= 2 ** 31:
+            raise InvalidModelError(f"{S} states do not fit int32 indices")
+        obs = np.asarray(obs_prob, dtype=np.float64)
+        rew = np.asarray(reward, dtype=np.float64)
+        b0 = np.asarray(initial_belief, dtype=np.float64)
+        if obs.ndim != 3 or obs.shape[:2] != (A, S):
+            raise InvalidModelError(f"obs_prob must have shape [A={A}, S={S}, O]; got {obs.shape}")
+        if rew.shape != (A, S):
+            raise InvalidModelError(f"reward must have shape [A={A}, S={S}]; got {rew.shape}")
+        if b0.shape != (S,):
+            raise InvalidModelError(f"initial_belief must have shape [S={S}]; got {b0.shape}")
+        if np.ndim(discount) != 0:
+            raise InvalidModelError(f"discount must be a scalar; got shape {np.shape(discount)}")
+        dtype = jnp.zeros((), dtype).dtype if dtype is not None else jnp.zeros(()).dtype
+        feats = None
+        if state_features is not None:
+            feats = np.asarray(state_features)
+            if feats.ndim != 2 or feats.shape[0] != S:
+                raise InvalidModelError(f"state_features must have shape [S={S}, F]; got {feats.shape}")
+            feats = jnp.asarray(feats, dtype)
+        return cls(
+            next_state=jnp.asarray(ns, jnp.int32),
+            next_prob=jnp.asarray(npb, dtype),
+            obs_prob=jnp.asarray(obs, dtype),
+            reward=jnp.asarray(rew, dtype),
+            initial_belief=jnp.asarray(b0, dtype),
+            discount=jnp.asarray(discount, dtype),
+            state_features=feats,
+            state_names=_names(state_names, S, "state"),
+            action_names=_names(action_names, A, "action"),
+            observation_names=_names(observation_names, obs.shape[2], "observation"),
+        )
+
+    # ------------------------------------------------- GenerativePOMDP protocol
+    def initial_state(self, key: jax.Array) -> jax.Array:
+        """Draws ``s0 ~ b0``. Returns an int32 scalar."""
+        return jax.random.categorical(key, _safe_log(self.initial_belief)).astype(jnp.int32)
+
+    def step(self, key: jax.Array, state: jax.Array, action: jax.Array):
+        """Samples one transition.
+
+        Returns ``(s', o, r, done)`` with ``s' ~ T(.|s, a)``, ``o ~ Z(.|a, s')``,
+        ``r = R(s, a)`` (the expected reward: unbiased for returns, lower variance
+        than sampling a reward that depends on ``s'`` and ``o``) and ``done = False``
+        (a tabular model has no terminal flag; absorbing states are part of it).
+        """
+        k_t, k_o = jax.random.split(key)
+        k = jax.random.categorical(k_t, _safe_log(self.next_prob[action, state]))
+        nxt = self.next_state[action, state, k]
+        obs = jax.random.categorical(k_o, _safe_log(self.obs_prob[action, nxt])).astype(jnp.int32)
+        return nxt, obs, self.reward[action, state], jnp.zeros((), bool)
+
+    def features(self, state: jax.Array) -> jax.Array:
+        """``state_features[state]``, or the one-hot vector of ``state``."""
+        if self.state_features is not None:
+            return self.state_features[state]
+        return jax.nn.one_hot(state, self.num_states, dtype=self.reward.dtype)
+
+
+def _safe_log(p):
+    return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1)), -jnp.inf)
+
+
+def _canonical_successors(ns: np.ndarray, npb: np.ndarray):
+    """Sorts each row's positive-probability successors by state, drops zeros."""
+    positive = npb > 0
+    big = np.iinfo(np.int64).max
+    key = np.where(positive, ns, big)
+    order = np.argsort(key, axis=-1, kind="stable")
+    ns = np.take_along_axis(ns, order, -1)
+    npb = np.take_along_axis(npb, order, -1)
+    positive = np.take_along_axis(positive, order, -1)
+    k = max(int(positive.sum(-1).max(initial=0)), 1)
+    ns, npb, positive = ns[..., :k], npb[..., :k], positive[..., :k]
+    return np.where(positive, ns, 0), np.where(positive, npb, 0.0)
+
+
+def from_dense(transition, observation, reward, initial_belief, discount, **names) -> TabularPOMDP:
+    """Builds a :class:`TabularPOMDP` from dense arrays.
+
+    Args:
+      transition: float[A, S, S] with ``transition[a, s, s'] = T(s' | s, a)``.
+      observation: float[A, S, O] with ``observation[a, s', o] = Z(o | a, s')``.
+      reward: float[A, S] expected immediate reward ``R(s, a)``.
+      initial_belief: float[S].
+      discount: scalar.
+      **names: ``state_names``, ``action_names``, ``observation_names``,
+        ``state_features``, ``dtype`` as in :meth:`TabularPOMDP.create`.
+
+    Example:
+      >>> import numpy as np
+      >>> m = from_dense(np.ones((1, 2, 2)) / 2, np.ones((1, 2, 1)), np.zeros((1, 2)),
+      ...                np.array([1.0, 0.0]), 0.9)
+      >>> m.num_states, m.num_successors
+      (2, 2)
+    """
+    T = np.asarray(transition, dtype=np.float64)
+    if T.ndim != 3 or T.shape[1] != T.shape[2]:
+        raise InvalidModelError(f"transition must have shape [A, S, S]; got {T.shape}")
+    A, S, _ = T.shape
+    ns = np.broadcast_to(np.arange(S), (A, S, S))
+    return TabularPOMDP.create(ns, T, observation, reward, initial_belief, discount, **names)
+
+
+def dense_transitions(model: TabularPOMDP) -> jax.Array:
+    """The dense ``T[a, s, s']`` of a model (for small models and tests)."""
+    A, S, K = model.next_state.shape
+    T = jnp.zeros((A, S, S), model.next_prob.dtype)
+    a = jnp.arange(A)[:, None, None]
+    s = jnp.arange(S)[None, :, None]
+    return T.at[a, s, model.next_state].add(model.next_prob)
+
+
+def validate(model: TabularPOMDP, *, tolerance: float = DEFAULT_TOLERANCE) -> TabularPOMDP:
+    """Checks that a model is a valid POMDP; returns it unchanged.
+
+    Runs on the host, outside jit. Checks shapes, dtypes, index ranges, that every
+    probability is finite and in [0, 1], that every transition row, observation
+    row and the initial belief sums to 1 within ``tolerance``, that rewards are
+    finite and that ``0 <= discount <= 1``.
+
+    Raises:
+      InvalidModelError: naming the first offending entry by its names, e.g.
+        ``obs_prob[action='listen', state='tiger-left'] sums to 0.9``.
+    """
+    ns = np.asarray(model.next_state)
+    npb = np.asarray(model.next_prob, dtype=np.float64)
+    obs = np.asarray(model.obs_prob, dtype=np.float64)
+    rew = np.asarray(model.reward, dtype=np.float64)
+    b0 = np.asarray(model.initial_belief, dtype=np.float64)
+    gamma = np.asarray(model.discount, dtype=np.float64)
+    if ns.ndim != 3:
+        raise InvalidModelError(f"next_state must have shape [A, S, K]; got {ns.shape}")
+    A, S, K = ns.shape
+    O = obs.shape[-1] if obs.ndim == 3 else None
+    expected = {
+        "next_prob": ((A, S, K), npb),
+        "obs_prob": ((A, S, O), obs),
+        "reward": ((A, S), rew),
+        "initial_belief": ((S,), b0),
+        "discount": ((), gamma),
+    }
+    for name, (shape, arr) in expected.items():
+        if arr.shape != shape:
+            raise InvalidModelError(f"{name} has shape {arr.shape}; expected {shape}")
+    if not np.issubdtype(ns.dtype, np.integer):
+        raise InvalidModelError(f"next_state must be integer; got {ns.dtype}")
+    if model.state_features is not None and np.shape(model.state_features)[:1] != (S,):
+        raise InvalidModelError(f"state_features has shape {np.shape(model.state_features)}; expected [S={S}, F]")
+
+    sn, an, on = model.state_name, model.action_name, model.observation_name
+
+    bad = np.argwhere((ns < 0) | (ns >= S))
+    if bad.size:
+        a, s, k = bad[0]
+        raise InvalidModelError(
+            f"next_state[action={an(a)!r}, state={sn(s)!r}, slot {k}] = {ns[a, s, k]} is not a state index in [0, {S})")
+
+    def check_probs(name, arr, where):
+        bad = np.argwhere(~np.isfinite(arr) | (arr < 0) | (arr > 1))
+        if bad.size:
+            idx = tuple(bad[0])
+            raise InvalidModelError(f"{name}[{where(*idx)}] = {arr[idx]!r} is not a probability in [0, 1]")
+
+    check_probs("next_prob", npb, lambda a, s, k: f"action={an(a)!r}, state={sn(s)!r}, slot {k}")
+    check_probs("obs_prob", obs, lambda a, s, o: f"action={an(a)!r}, state={sn(s)!r}, observation={on(o)!r}")
+    check_probs("initial_belief", b0, lambda s: f"state={sn(s)!r}")
+
+    def check_sums(name, sums, where):
+        bad = np.argwhere(np.abs(sums - 1.0) > tolerance)
+        if bad.size:
+            idx = tuple(bad[0])
+            raise InvalidModelError(
+                f"{name}[{where(*idx)}] sums to {sums[idx]:.10g} (expected 1 ± {tolerance:g})")
+
+    check_sums("next_prob", npb.sum(-1), lambda a, s: f"action={an(a)!r}, state={sn(s)!r}")
+    check_sums("obs_prob", obs.sum(-1), lambda a, s: f"action={an(a)!r}, state={sn(s)!r}")
+    if abs(b0.sum() - 1.0) > tolerance:
+        raise InvalidModelError(f"initial_belief sums to {b0.sum():.10g} (expected 1 ± {tolerance:g})")
+
+    bad = np.argwhere(~np.isfinite(rew))
+    if bad.size:
+        a, s = bad[0]
+        raise InvalidModelError(f"reward[action={an(a)!r}, state={sn(s)!r}] = {rew[a, s]!r} is not finite")
+    if not (np.isfinite(gamma) and 0.0 <= gamma <= 1.0):
+        raise InvalidModelError(f"discount = {float(gamma)!r} is not in [0, 1]")
+    return model
