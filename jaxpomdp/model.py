@@ -165,10 +165,11 @@ class TabularPOMDP:
                state_features=None, dtype=None) -> "TabularPOMDP":
         """Builds a model in canonical form from host (NumPy) arrays.
 
-        Canonical form: in each ``(a, s)`` row the successors with positive
-        probability come first in increasing state order, zero-probability slots are
-        dropped where possible (``K`` = the largest number of positive successors)
-        and padding is state 0 with probability 0. Two models describing the same
+        Canonical form: in each ``(a, s)`` row the successors with nonzero
+        probability come first in increasing state order, a successor listed twice
+        is merged (probabilities added), zero-probability slots are dropped where
+        possible (``K`` = the largest number of successors) and padding is state 0
+        with probability 0. Two models describing the same
         POMDP therefore have identical arrays.
 
         Args:
@@ -257,17 +258,32 @@ def _safe_log(p):
 
 
 def _canonical_successors(ns: np.ndarray, npb: np.ndarray):
-    """Sorts each row's positive-probability successors by state, drops zeros."""
-    positive = npb > 0
-    big = np.iinfo(np.int64).max
-    key = np.where(positive, ns, big)
-    order = np.argsort(key, axis=-1, kind="stable")
-    ns = np.take_along_axis(ns, order, -1)
-    npb = np.take_along_axis(npb, order, -1)
-    positive = np.take_along_axis(positive, order, -1)
-    k = max(int(positive.sum(-1).max(initial=0)), 1)
-    ns, npb, positive = ns[..., :k], npb[..., :k], positive[..., :k]
-    return np.where(positive, ns, 0), np.where(positive, npb, 0.0)
+    """Merges duplicate successors, sorts them by state and drops zero slots.
+
+    Entries with a nonzero (possibly invalid: negative or NaN) probability are
+    kept, so that ``validate`` can still name them.
+    """
+    A, S, K = ns.shape
+    keep = npb != 0
+    if keep.any():
+        bad = keep & ((ns < 0) | (ns >= S))
+        if bad.any():
+            a, s, k = np.argwhere(bad)[0]
+            raise InvalidModelError(
+                f"next_state[{a}, {s}, {k}] = {ns[a, s, k]} is not a state index in [0, {S})")
+    rows = np.broadcast_to(np.arange(A * S, dtype=np.int64).reshape(A, S, 1), ns.shape)
+    key = rows[keep] * S + ns[keep]
+    uniq, inv = np.unique(key, return_inverse=True)
+    prob = np.bincount(inv.ravel(), weights=npb[keep], minlength=uniq.size)
+    urow, ustate = np.divmod(uniq, S)
+    counts = np.bincount(urow, minlength=A * S)
+    k_new = max(int(counts.max(initial=0)), 1)
+    slot = np.arange(uniq.size) - (np.cumsum(counts) - counts)[urow]
+    out_ns = np.zeros((A * S, k_new), np.int64)
+    out_p = np.zeros((A * S, k_new), np.float64)
+    out_ns[urow, slot] = ustate
+    out_p[urow, slot] = prob
+    return out_ns.reshape(A, S, k_new), out_p.reshape(A, S, k_new)
 
 
 def from_dense(transition, observation, reward, initial_belief, discount, **names) -> TabularPOMDP:
