@@ -207,20 +207,21 @@ class TabularPOMDP:
             raise InvalidModelError(f"initial_belief must have shape [S={S}]; got {b0.shape}")
         if np.ndim(discount) != 0:
             raise InvalidModelError(f"discount must be a scalar; got shape {np.shape(discount)}")
-        dtype = jnp.zeros((), dtype).dtype if dtype is not None else jnp.zeros(()).dtype
+        # cast on the host: jnp.asarray(x, dtype) would compile a conversion per shape
+        dtype = np.dtype(jax.dtypes.canonicalize_dtype(dtype if dtype is not None else jnp.float_))
         feats = None
         if state_features is not None:
             feats = np.asarray(state_features)
             if feats.ndim != 2 or feats.shape[0] != S:
                 raise InvalidModelError(f"state_features must have shape [S={S}, F]; got {feats.shape}")
-            feats = jnp.asarray(feats, dtype)
+            feats = jnp.asarray(feats.astype(dtype))
         return cls(
-            next_state=jnp.asarray(ns, jnp.int32),
-            next_prob=jnp.asarray(npb, dtype),
-            obs_prob=jnp.asarray(obs, dtype),
-            reward=jnp.asarray(rew, dtype),
-            initial_belief=jnp.asarray(b0, dtype),
-            discount=jnp.asarray(discount, dtype),
+            next_state=jnp.asarray(ns.astype(np.int32)),
+            next_prob=jnp.asarray(npb.astype(dtype)),
+            obs_prob=jnp.asarray(obs.astype(dtype)),
+            reward=jnp.asarray(rew.astype(dtype)),
+            initial_belief=jnp.asarray(b0.astype(dtype)),
+            discount=jnp.asarray(np.asarray(discount, dtype)),
             state_features=feats,
             state_names=_names(state_names, S, "state"),
             action_names=_names(action_names, A, "action"),
@@ -371,7 +372,7 @@ def validate(model: TabularPOMDP, *, tolerance: float = DEFAULT_TOLERANCE) -> Ta
         bad = np.argwhere(~np.isfinite(arr) | (arr < 0) | (arr > 1))
         if bad.size:
             idx = tuple(bad[0])
-            raise InvalidModelError(f"{name}[{where(*idx)}] = {arr[idx]!r} is not a probability in [0, 1]")
+            raise InvalidModelError(f"{name}[{where(*idx)}] = {float(arr[idx]):.10g} is not a probability in [0, 1]")
 
     check_probs("next_prob", npb, lambda a, s, k: f"action={an(a)!r}, state={sn(s)!r}, slot {k}")
     check_probs("obs_prob", obs, lambda a, s, o: f"action={an(a)!r}, state={sn(s)!r}, observation={on(o)!r}")
@@ -392,7 +393,7 @@ def validate(model: TabularPOMDP, *, tolerance: float = DEFAULT_TOLERANCE) -> Ta
     bad = np.argwhere(~np.isfinite(rew))
     if bad.size:
         a, s = bad[0]
-        raise InvalidModelError(f"reward[action={an(a)!r}, state={sn(s)!r}] = {rew[a, s]!r} is not finite")
+        raise InvalidModelError(f"reward[action={an(a)!r}, state={sn(s)!r}] = {float(rew[a, s])} is not finite")
     if not (np.isfinite(gamma) and 0.0 <= gamma <= 1.0):
         raise InvalidModelError(f"discount = {float(gamma)!r} is not in [0, 1]")
     return model

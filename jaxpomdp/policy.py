@@ -1,0 +1,151 @@
+"""Policies that ``simulate`` can run: a small pytree interface and two policies.
+
+A policy is a pytree with three pure methods::
+
+    memory = policy.init(model)                              # before the first step
+    action = policy.act(key, memory)                         # int32[]
+    memory = policy.update(model, memory, action, observation)
+
+``memory`` is whatever the policy remembers of the history (a belief, a
+controller node, nothing); it must keep one shape and dtype, so that it can be a
+``lax.scan`` carry. Policies are frozen ``flax.struct`` dataclasses, so they can be
+passed through ``jit`` and stacked and vmapped like any pytree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxpomdp import belief, bounds
+from jaxpomdp.model import TabularPOMDP
+
+__all__ = ["Policy", "BlindPolicy", "AlphaVectorPolicy", "greedy_qmdp_policy", "blind_policy"]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """The interface ``simulate.rollout`` uses (see the module docstring)."""
+
+    def init(self, model: Any) -> Any: ...
+
+    def act(self, key: jax.Array, memory: Any) -> jax.Array: ...
+
+    def update(self, model: Any, memory: Any, action: jax.Array, observation: jax.Array) -> Any: ...
+
+
+@struct.dataclass
+class BlindPolicy:
+    """Always the same action, whatever is observed.
+
+    Its value from state ``s`` on a tabular model is ``alpha_a(s)`` of
+    :func:`jaxpomdp.bounds.blind_alphas`. The memory is a dummy int32 0.
+
+    Fields:
+      action: int32[] the action.
+
+    Example:
+      >>> import jax
+      >>> p = BlindPolicy(jnp.int32(2))
+      >>> int(p.act(jax.random.key(0), p.init(None)))
+      2
+    """
+
+    action: jax.Array
+
+    def init(self, model: Any) -> jax.Array:
+        del model
+        return jnp.zeros((), jnp.int32)
+
+    def act(self, key: jax.Array, memory: jax.Array) -> jax.Array:
+        del key, memory
+        return jnp.asarray(self.action, jnp.int32)
+
+    def update(self, model: Any, memory: jax.Array, action: jax.Array, observation: jax.Array) -> jax.Array:
+        del model, action, observation
+        return memory
+
+
+@struct.dataclass
+class AlphaVectorPolicy:
+    """Acts greedily on a set of alpha-vectors over an exactly tracked belief.
+
+    ``V(b) = max_k alphas[k] . b``; the action at ``b`` is ``actions[argmax_k
+    alphas[k] . b]``. The memory is the belief, started at the model's initial
+    belief and updated by :func:`jaxpomdp.belief.update`.
+
+    Fields:
+      alphas: float[N, S] the alpha-vectors.
+      actions: int32[N] the action of each vector.
+
+    Example:
+      >>> from jaxpomdp import problems
+      >>> m = problems.tiger()
+      >>> p = greedy_qmdp_policy(m)
+      >>> b = p.update(m, p.init(m), jnp.int32(0), jnp.int32(0))  # listen, hear left
+      >>> int(p.action_for(b)), round(float(p.value(b)), 2)
+      (0, 189.0)
+    """
+
+    alphas: jax.Array
+    actions: jax.Array
+
+    def value(self, b: jax.Array) -> jax.Array:
+        """float[] ``max_k alphas[k] . b`` for a belief float[S]."""
+        chex.assert_rank(b, 1)
+        return jnp.max(self.alphas @ b)
+
+    def action_for(self, b: jax.Array) -> jax.Array:
+        """int32[] the action of the best vector at belief float[S]."""
+        chex.assert_rank(b, 1)
+        return jnp.asarray(self.actions, jnp.int32)[jnp.argmax(self.alphas @ b)]
+
+    def init(self, model: TabularPOMDP) -> jax.Array:
+        return model.initial_belief
+
+    def act(self, key: jax.Array, memory: jax.Array) -> jax.Array:
+        del key
+        return self.action_for(memory)
+
+    def update(self, model: TabularPOMDP, memory: jax.Array, action: jax.Array,
+               observation: jax.Array) -> jax.Array:
+        return belief.update(model, memory, action, observation)[0]
+
+
+def greedy_qmdp_policy(model: TabularPOMDP, **kwargs) -> AlphaVectorPolicy:
+    """The QMDP policy: greedy on the MDP's Q-vectors over the exact belief.
+
+    Args:
+      model: the POMDP, with ``0 <= discount < 1``.
+      **kwargs: ``tol``, ``max_iter`` of :func:`jaxpomdp.bounds.qmdp`.
+
+    Returns:
+      An :class:`AlphaVectorPolicy` with one vector ``Q_a`` per action ``a``.
+    """
+    return AlphaVectorPolicy(bounds.qmdp(model, **kwargs), jnp.arange(model.num_actions, dtype=jnp.int32))
+
+
+def blind_policy(model: TabularPOMDP, **kwargs) -> tuple[BlindPolicy, jax.Array]:
+    """The best fixed action at the initial belief, and its alpha-vector.
+
+    Args:
+      model: the POMDP, with ``0 <= discount < 1``.
+      **kwargs: ``tol``, ``max_iter`` of :func:`jaxpomdp.bounds.blind_alphas`.
+
+    Returns:
+      ``(policy, alpha)``: the :class:`BlindPolicy` and float[S] its value from
+      each state, so that its value at ``b0`` is ``alpha . b0``.
+
+    Example:
+      >>> from jaxpomdp import problems
+      >>> p, alpha = blind_policy(problems.tiger())
+      >>> int(p.action), [round(float(x), 3) for x in alpha]
+      (0, [-20.0, -20.0])
+    """
+    alphas = bounds.blind_alphas(model, **kwargs)
+    best = jnp.argmax(alphas @ model.initial_belief).astype(jnp.int32)
+    return BlindPolicy(best), alphas[best]
