@@ -15,8 +15,9 @@ class PomdpFormatError(ValueError):
 
     Attributes:
       path: the file's path as given (or ``"<string>"``).
-      line: 1-based line number, or ``None`` when the problem has no position
-        (for example a missing section, which is reported at the end of the file).
+      line: 1-based line number (a missing section is reported where the file, or
+        its enclosing element, ends), or ``None`` for a problem with no position in
+        the text (such as corrupt gzip data).
       column: 1-based column number, or ``None``.
       reason: the bare description, without the location prefix.
     """

@@ -47,6 +47,8 @@ def _gunzip(data: bytes, path: str) -> bytes:
 
 
 def _is_xml(data: bytes) -> bool:
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or data[:2] in (b"<\x00", b"\x00<"):
+        return True  # UTF-16, with or without a byte-order mark
     head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
     return head.startswith(b"<")
 
@@ -59,7 +61,9 @@ def loads_pomdp(data: bytes | str, path: str = "<string>", *, format: Optional[s
     Args:
       data: the file's content, possibly gzip-compressed.
       path: the name used in error messages (and, without ``format``, to pick it).
-      format: ``"pomdp"`` or ``"pomdpx"``; by default XML content is ``.pomdpx``.
+      format: ``"pomdp"`` or ``"pomdpx"``; by default the suffix of ``path``
+        (``.pomdp``, ``.pomdpx``, either with ``.gz``) decides, and without one
+        XML content is read as ``.pomdpx``.
       tolerance: allowed |row sum - 1| for probability rows.
       progress: called with the fraction read, from time to time, on large files.
 
@@ -70,10 +74,13 @@ def loads_pomdp(data: bytes | str, path: str = "<string>", *, format: Optional[s
         data = data.encode("utf-8")
     if data[:2] == b"\x1f\x8b":
         data = _gunzip(data, path)
-    if format is None:
+    if format is None:  # the file name decides; without a known suffix, the content
         low = str(path).lower()
         low = low[:-3] if low.endswith(".gz") else low
-        format = "pomdpx" if (low.endswith(".pomdpx") or _is_xml(data)) else "pomdp"
+        if low.endswith((".pomdp", ".pomdpx")):
+            format = low.rsplit(".", 1)[1]
+        else:
+            format = "pomdpx" if _is_xml(data) else "pomdp"
     if format == "pomdpx":
         from jaxpomdp.io.pomdpx import read_pomdpx
 

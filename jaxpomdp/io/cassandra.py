@@ -18,24 +18,34 @@ The whole format is read::
 Names or 0-based indices may be used anywhere, ``*`` is a wildcard in any
 position, later entries override earlier ones, ``#`` starts a comment, and
 whitespace (line breaks included) only separates tokens, so ``discount : 0.95``
-and ``T:listen`` are fine. ``reset`` (a pomdp-solve extension) makes the row the
-start distribution. Entries left unset are 0, so every transition and
-observation row must be given; rows must sum to 1 within ``tolerance``.
+and ``T:listen`` are fine. Numbers may be written ``1``, ``.5``, ``+0.5``, ``5E-01``;
+a sign may also stand apart from its digits (``- 5``), as pomdp-solve's grammar
+allows. ``reset`` (a pomdp-solve extension) makes the row the start distribution.
+Entries left unset are 0, so every transition and observation row must be
+given; rows must sum to 1 within ``tolerance``. The text is UTF-8 (a byte order
+mark is skipped) or Latin-1; CRLF and CR line endings are fine.
 
 Rewards are reduced to the expected immediate reward
 ``R(s, a) = sum_{s', o} T(s'|s, a) Z(o|a, s') R(a, s, s', o)``.
 Transitions are kept sparse while reading, so a RockSample-sized file (tens of
-thousands of states) never needs a dense ``|S| x |S|`` array.
+thousands of states) never needs a dense ``|S| x |S|`` array; single entries
+given by name or index (the bulk of large files) take a fast path. Models too
+large to hold (``MAX_MODEL_BYTES``, ``MAX_EXPANDED_ENTRIES``) are refused as soon
+as the sizes or the wildcards say so, before anything large is allocated.
 
 Names must not be one of the format's keywords (``T``, ``O``, ``R``, ``discount``,
 ``values``, ``states``, ``actions``, ``observations``, ``start``, ``include``,
-``exclude``, ``uniform``, ``identity``, ``reset``) nor look like numbers.
+``exclude``, ``uniform``, ``identity``, ``reset``), ``*``, ``+``, ``-`` nor look like
+numbers. Every problem is a ``PomdpFormatError`` naming file, line and column.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import re
+from collections import defaultdict
+from itertools import chain, islice, repeat
 from typing import Callable, Optional
 
 import numpy as np
@@ -43,27 +53,65 @@ import numpy as np
 from jaxpomdp.errors import InvalidModelError, PomdpFormatError
 from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP, validate
 
-__all__ = ["read_cassandra", "write_cassandra", "MAX_MODEL_BYTES"]
+__all__ = ["read_cassandra", "write_cassandra", "MAX_MODEL_BYTES", "MAX_EXPANDED_ENTRIES"]
 
 #: Models whose arrays would need more than this many bytes are refused up front.
 MAX_MODEL_BYTES = 4 * 2 ** 30
+#: Transition entries that ``*``, ``identity`` and overridden ``uniform``/``reset``
+#: rows may expand to while reading (entries written out in the file don't count).
+MAX_EXPANDED_ENTRIES = 2 ** 25
 
 _TOKEN = re.compile(r"#[^\n]*|:|[^\s:#]+")
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
+_COMMENT = re.compile(r"#[^\n]*")
+_BINARY = re.compile(r"[^\t\n\r\f\v\x20-\x7e\x80-\U0010ffff]")
+_UNSIGNED = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
+_NUMBER = re.compile(r"[+-]?" + _UNSIGNED.pattern)
+_SIGNS = ("+", "-")  # pomdp-solve's grammar also allows a sign apart from its digits: '- 5'
 _COUNT = re.compile(r"\d+\Z")
 _PREAMBLE = ("discount", "values", "states", "actions", "observations", "start")
 _ENTRY = ("T", "O", "R")
 _KEYWORDS = frozenset(_PREAMBLE + _ENTRY + ("include", "exclude", "uniform", "identity", "reset"))
 _SECTION = frozenset(_PREAMBLE + _ENTRY)  # tokens that end a list of names
 _MAX_COUNT = 2 ** 31 - 1
+_MAX_VALUE = 1e300
+_INDEX_NAMES = 2 ** 16  # indices below this are also looked up as names (fast path)
+_CHUNK = 2 ** 22  # (pair, successor, observation) cells per block when reducing rewards
+_PAD = 10  # end-of-file sentinels after the last token, so the fast path may look ahead
+_ALL = slice(None)
 
-_UNIFORM = "uniform"  # sentinel rows
+_UNIFORM = "uniform"  # rows kept as keywords until they must be expanded
 _RESET = "reset"
 
 
 def _valid_name(tok: str) -> bool:
-    return (tok not in _KEYWORDS and tok != "*" and _NUMBER.match(tok) is None
+    return (tok not in _KEYWORDS and tok not in ("*", ":") + _SIGNS and _NUMBER.match(tok) is None
             and tok.isprintable())
+
+
+def _show(tok: str) -> str:
+    return "the end of the file" if not tok else repr(tok if len(tok) <= 40 else tok[:37] + "...")
+
+
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
+def _where(text: str, offset: int) -> tuple[int, int]:
+    """1-based (line, column) of a character offset."""
+    return text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _as_row(vec: np.ndarray) -> dict:
+    nz = np.flatnonzero(vec)
+    return dict(zip(nz.tolist(), vec[nz].tolist()))
+
+
+def _looks_utf16(data: bytes) -> bool:
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    head = data[:64]
+    even, odd = head[0::2], head[1::2]
+    return len(head) >= 8 and any(z.count(0) == len(z) and 0 not in n for z, n in ((even, odd), (odd, even)))
 
 
 class _Parser:
@@ -75,37 +123,27 @@ class _Parser:
         self.path = path
         self.tol = tolerance
         self.progress = progress
-        # token texts only (fast); a token's offset is recomputed when needed
-        self.toks = [t for t in _TOKEN.findall(text) if t[0] != "#"]
-        self.toks.append("")  # end-of-file sentinel
-        self._offsets: Optional[list[int]] = None
+        # token texts only (fast); a token's offset is recomputed when an error needs it
+        self.toks = (_COMMENT.sub("", text) if "#" in text else text).replace(":", " : ").split()
+        self.ntok = len(self.toks)
+        self.toks += [""] * _PAD  # end-of-file sentinels
         self.i = 0
+        self.work = 0
 
     # ------------------------------------------------------------ positions
     def offset(self, tok: int) -> int:
-        """Character offset of token ``tok`` (computed once, on first need)."""
-        if self._offsets is None:
-            self._offsets = [m.start() for m in _TOKEN.finditer(self.text) if m.group()[0] != "#"]
-            self._offsets.append(len(self.text))
-        return self._offsets[tok]
+        """Character offset of token ``tok`` (the end of the last token for end-of-file)."""
+        real = (m for m in _TOKEN.finditer(self.text) if m.group()[0] != "#")
+        if tok < self.ntok:
+            return next(islice(real, tok, None)).start()
+        return next(islice(real, self.ntok - 1, None)).end() if self.ntok else 0
 
-    def where(self, offset: int) -> tuple[int, int]:
-        line = self.text.count("\n", 0, offset) + 1
-        return line, offset - (self.text.rfind("\n", 0, offset) + 1) + 1
-
-    def error(self, reason: str, tok: Optional[int] = None, offset: Optional[int] = None):
-        if offset is None:
-            offset = self.offset(self.i if tok is None else tok)
-        line, col = self.where(offset)
-        return PomdpFormatError(reason, self.path, line, col)
+    def error(self, reason: str, tok: Optional[int] = None):
+        offset = self.offset(self.i if tok is None else int(tok))
+        return PomdpFormatError(reason, self.path, *_where(self.text, offset))
 
     def found(self, i: Optional[int] = None) -> str:
-        t = self.toks[self.i if i is None else i]
-        if not t:
-            return "the end of the file"
-        if len(t) > 40:
-            t = t[:37] + "..."
-        return repr(t)
+        return _show(self.toks[self.i if i is None else i])
 
     # --------------------------------------------------------------- tokens
     def peek(self) -> str:
@@ -118,49 +156,63 @@ class _Parser:
         return t
 
     def expect_colon(self, after: str):
-        if self.peek() != ":":
+        if self.toks[self.i] != ":":
             raise self.error(f"expected ':' after {after}, found {self.found()}")
         self.i += 1
 
-    def number(self, what: str) -> float:
-        t = self.peek()
+    def number(self, what: str, probability: bool = False) -> float:
+        toks, i = self.toks, self.i
+        t, n = toks[i], 1
         if not _NUMBER.match(t):
-            raise self.error(f"expected {what}, found {self.found()}")
+            if not (t in _SIGNS and _UNSIGNED.match(toks[i + 1])):
+                raise self.error(f"expected {what}, found {self.found()}")
+            t, n = t + toks[i + 1], 2
         v = float(t)
-        if not math.isfinite(v) or abs(v) > 1e300:
-            raise self.error(f"number {self.found()} is out of range")
-        self.i += 1
+        if not abs(v) <= _MAX_VALUE:
+            raise self.error(f"number {_show(t)} is out of range")
+        if probability and not 0.0 <= v <= 1.0:
+            raise self.error(f"expected a probability in [0, 1], found {_show(t)}")
+        self.i = i + n
         return v
+
+    def probability(self) -> float:
+        return self.number("a probability", probability=True)
 
     def numbers(self, count: int, what: str, *, probability: bool) -> np.ndarray:
         """Reads a block of exactly ``count`` numbers."""
-        start = self.i
-        out = []
-        while _NUMBER.match(self.peek()):
-            out.append(self.number(what))
-        if len(out) != count:
-            if len(out) > count:
-                raise self.error(
-                    f"too many numbers: expected {count} ({what}), found {len(out)}", tok=start + count)
-            raise self.error(f"expected {count} numbers ({what}), found {len(out)} and then {self.found()}")
-        arr = np.asarray(out, dtype=np.float64)
-        if probability:
-            bad = np.flatnonzero((arr < 0) | (arr > 1))
-            if bad.size:
-                raise self.error(f"expected a probability in [0, 1], found {self.found(start + bad[0])}",
-                                 tok=start + bad[0])
+        toks, start = self.toks, self.i
+        end = start
+        while True:
+            t = toks[end]
+            if _NUMBER.match(t):
+                end += 1
+            elif t in _SIGNS and _UNSIGNED.match(toks[end + 1]):
+                end += 2
+            else:
+                break
+        words, pos = toks[start:end], range(start, end)
+        if "+" in words or "-" in words:  # signs apart from their digits: join them
+            pos = [k for k in pos if k == start or toks[k - 1] not in _SIGNS]
+            words = [toks[k] + toks[k + 1] if toks[k] in _SIGNS else toks[k] for k in pos]
+        n = len(words)
+        if n > count:
+            raise self.error(f"too many numbers: expected {count} ({what}), found {n}", tok=pos[count])
+        if n < count:
+            raise self.error(f"expected {count} numbers ({what}), found {n} and then {self.found(end)}",
+                             tok=end)
+        arr = np.array(words, dtype=np.float64)
+        big = ~(np.abs(arr) <= _MAX_VALUE)
+        bad = big | (arr < 0) | (arr > 1) if probability else big
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            reason = "number {} is out of range" if big[k] else "expected a probability in [0, 1], found {}"
+            raise self.error(reason.format(_show(words[k])), tok=pos[k])
+        self.i = end
         return arr
-
-    def probability(self) -> float:
-        start = self.i
-        v = self.number("a probability")
-        if not 0.0 <= v <= 1.0:
-            raise self.error(f"expected a probability in [0, 1], found {self.found(start)}", tok=start)
-        return v
 
     # ------------------------------------------------------------ preamble
     def parse(self) -> TabularPOMDP:
-        if self.peek() == "":
+        if self.ntok == 0:
             raise self.error("empty file: expected a .pomdp model (discount:, states:, actions:, observations:, ...)")
         self.discount = None
         self.cost = False
@@ -192,9 +244,10 @@ class _Parser:
         self.expect_colon(f"'{key}'")
         if key == "discount":
             start = self.i
-            self.discount = self.number("the discount factor")
+            self.discount = self.number("the discount factor (a number in [0, 1])")
             if not 0.0 <= self.discount <= 1.0:
-                raise self.error(f"expected a discount factor in [0, 1], found {self.found(start)}", tok=start)
+                raise self.error(f"expected a discount factor in [0, 1], found "
+                                 f"{_show(''.join(self.toks[start:self.i]))}", tok=start)
         elif key == "values":
             t = self.peek()
             if t not in ("reward", "cost"):
@@ -203,20 +256,22 @@ class _Parser:
             self.i += 1
         else:
             self.declare(key[:-1])
+            self.check_size(key_tok)
 
     def declare(self, kind: str):
         """``states:`` / ``actions:`` / ``observations:`` as a count or names."""
         t = self.peek()
         start = self.i
-        if _COUNT.match(t):
-            n = int(t) if len(t) <= 12 else _MAX_COUNT + 1
-            if n < 1 or n > _MAX_COUNT:
-                raise self.error(f"expected a number of {kind}s between 1 and {_MAX_COUNT}, found {self.found()}")
+        if _NUMBER.match(t):
+            n = int(t) if _COUNT.match(t) and len(t) <= 12 else -1
+            if not 1 <= n <= _MAX_COUNT:
+                raise self.error(f"expected a number of {kind}s (a whole number from 1 to {_MAX_COUNT}) "
+                                 f"or a list of {kind} names, found {self.found()}")
             self.i += 1
             if self.peek() not in _SECTION and self.peek() != "":
                 raise self.error(f"expected the next section after '{kind}s: {t}', found {self.found()} "
                                  f"(give either a count or a list of names)")
-            names = None
+            names, index = None, {}
         else:
             names = []
             while self.peek() not in _SECTION and self.peek() != "":
@@ -224,21 +279,32 @@ class _Parser:
                 if not _valid_name(tok):
                     why = ("a keyword" if tok in _KEYWORDS else "a number" if _NUMBER.match(tok)
                            else "not a valid name")
-                    raise self.error(f"expected a {kind} name, found {self.found()} ({why})")
+                    raise self.error(f"expected {_a(kind)} name, found {self.found()} ({why})")
                 names.append(tok)
                 self.i += 1
             if not names:
                 raise self.error(f"expected a number of {kind}s or a list of {kind} names, found {self.found()}")
             n = len(names)
-            seen: dict[str, int] = {}
+            index = {}
             for j, nm in enumerate(names):
-                if nm in seen:
+                if index.setdefault(nm, j) != j:
                     raise self.error(f"duplicate {kind} name {nm!r}", tok=start + j)
-                seen[nm] = j
-            self.index[kind] = seen
+        index.update((str(j), j) for j in range(min(n, _INDEX_NAMES)))  # indices, as names
         self.names[kind] = names
         self.sizes[kind] = n
-        self.index.setdefault(kind, {})
+        self.index[kind] = index
+
+    def check_size(self, tok: int):
+        """Refuses, as soon as the sizes say so, a model whose arrays could not fit."""
+        A, S, O = (self.sizes.get(k, 1) for k in ("action", "state", "observation"))
+        need = A * S * (8 * O + 44)  # observations, rewards, transitions and bookkeeping
+        if need > MAX_MODEL_BYTES:
+            sizes = " x ".join(f"{self.sizes[k]} {k}s" for k in ("state", "action", "observation")
+                               if k in self.sizes)
+            raise self.error(
+                f"model too large: {sizes} needs at least {need / 2 ** 30:.1f} GiB "
+                f"(limit {MAX_MODEL_BYTES / 2 ** 30:.0f} GiB); give a large model as a simulator "
+                f"(jaxpomdp.GenerativePOMDP) instead", tok=tok)
 
     def start_item(self, key_tok: int):
         mode = "vector"
@@ -250,14 +316,11 @@ class _Parser:
         S = self.sizes["state"]
         first = self.i
         if mode != "vector":
-            chosen = []
-            while self.peek() not in _SECTION and self.peek() != "":
-                chosen.append(self.ref("state"))
-            if not chosen:
-                raise self.error(f"expected a list of states after 'start {mode}:', found {self.found()}")
             mask = np.zeros(S, bool)
-            for c in chosen:
-                mask[c] = True
+            while self.peek() not in _SECTION and self.peek() != "":
+                mask[self.ref("state")] = True
+            if self.i == first:
+                raise self.error(f"expected a list of states after 'start {mode}:', found {self.found()}")
             if mode == "exclude":
                 mask = ~mask
             if not mask.any():
@@ -268,7 +331,8 @@ class _Parser:
         if t == "uniform":
             self.i += 1
             self.start_spec = (np.full(S, 1.0 / S), key_tok)
-        elif _NUMBER.match(t) and not (S > 1 and _COUNT.match(t) and not _NUMBER.match(self.toks[self.i + 1])):
+        elif _NUMBER.match(t) and not (_COUNT.match(t) and not _NUMBER.match(self.toks[self.i + 1])
+                                       and (S > 1 or not t.strip("0"))):  # else a state's index
             self.start_spec = (self.numbers(S, "the start distribution over the states", probability=True),
                                key_tok)
         else:
@@ -289,16 +353,16 @@ class _Parser:
             return j
         if t == "*":
             self.i += 1
-            return slice(None)
+            return _ALL
         n = self.sizes[kind]
         if _COUNT.match(t):
             v = int(t) if len(t) <= 12 else n
             if v >= n:
-                raise self.error(f"{kind} index {t} is out of range (there are {n} {kind}s: 0..{n - 1})")
+                raise self.error(f"{kind} index {self.found()} is out of range (there are {n} {kind}s: 0..{n - 1})")
             self.i += 1
             return v
         if not t or t in _KEYWORDS or t == ":":
-            raise self.error(f"expected a {kind} (name, index or '*'), found {self.found()}")
+            raise self.error(f"expected {_a(kind)} (name, index or '*'), found {self.found()}")
         known = self.names[kind]
         hint = (f"known {kind}s: {', '.join(known[:8])}{', ...' if len(known) > 8 else ''}"
                 if known else f"{kind}s are numbered 0..{n - 1}")
@@ -307,107 +371,145 @@ class _Parser:
     # ---------------------------------------------------------------- body
     def allocate(self):
         A, S, O = self.sizes["action"], self.sizes["state"], self.sizes["observation"]
-        need = A * S * O * 8 + A * S * 8 * 2
-        if need > MAX_MODEL_BYTES:
-            raise self.error(
-                f"model too large: {S} states x {A} actions x {O} observations needs about "
-                f"{need / 2 ** 30:.1f} GiB for the observation and reward arrays alone "
-                f"(limit {MAX_MODEL_BYTES / 2 ** 30:.0f} GiB); give a large model as a simulator "
-                f"(jaxpomdp.GenerativePOMDP) instead", tok=self.decl_tok["states"])
-        self.trows = [[None] * S for _ in range(A)]
-        self.tloc = np.full((A, S), -1, np.int64)
+        self.trows = [[None] * S for _ in range(A)]  # None | dict | _UNIFORM | _RESET
+        self.tloc = np.full((A, S), -1, np.int64)  # token of the entry that last set a row
         self.obs = np.zeros((A, S, O))
         self.oloc = np.full((A, S), -1, np.int64)
         self.rentries: list[tuple] = []
+        b0 = self.start()
+        nz = np.flatnonzero(b0)
+        self.reset_row = (nz.tolist(), b0[nz].tolist())
 
     def body(self):
-        count = 0
-        total = len(self.toks)
+        """The T:, O: and R: entries; single entries by name or index take a fast path."""
+        toks, num = self.toks, _NUMBER.match
+        act, st, ob = self.index["action"], self.index["state"], self.index["observation"]
+        trows, tloc, obs, oloc, rent = self.trows, self.tloc, self.obs, self.oloc, self.rentries
+        progress = self.progress
+        step = max(self.ntok // 100, 4096)
+        mark = step if progress is not None else math.inf
+        i = self.i
         while True:
-            t = self.peek()
+            if i >= mark:
+                progress(i / (self.ntok + 1))
+                mark = i + step
+            t = toks[i]
+            if toks[i + 1] == ":" and toks[i + 3] == ":" and toks[i + 5] == ":":
+                a, x = act.get(toks[i + 2]), st.get(toks[i + 4])
+                if t == "T" or t == "O":  # T: a : s : s' p / O: a : s' : o p
+                    y, v = (st if t == "T" else ob).get(toks[i + 6]), toks[i + 7]
+                    if (a is not None and x is not None and y is not None and num(v)
+                            and 0.0 <= (p := float(v)) <= 1.0):
+                        if t == "T":
+                            row = trows[a][x]
+                            if type(row) is not dict:
+                                row = self._row_dict(a, x, i)
+                            row[y] = p
+                            tloc[a, x] = i
+                        else:
+                            obs[a, x, y] = p
+                            oloc[a, x] = i
+                        i += 8
+                        continue
+                elif t == "R" and toks[i + 7] == ":":  # R: a : s : s' : o v
+                    y, o, v = toks[i + 6], toks[i + 8], toks[i + 9]
+                    y = _ALL if y == "*" else st.get(y)
+                    o = _ALL if o == "*" else ob.get(o)
+                    if (a is not None and x is not None and y is not None and o is not None and num(v)
+                            and abs(r := float(v)) <= _MAX_VALUE):
+                        rent.append((a, x, y, o, r))
+                        i += 10
+                        continue
+            self.i = i
             if t == "":
                 break
             if t not in _ENTRY:
                 if t in _PREAMBLE:
                     raise self.error(f"'{t}:' must come before the first T:, O: or R: entry")
                 raise self.error(f"expected an entry 'T:', 'O:' or 'R:', found {self.found()}")
-            stmt = self.i
             self.i += 1
             self.expect_colon(f"'{t}'")
-            if t == "T":
-                self.t_entry(stmt)
-            elif t == "O":
-                self.o_entry(stmt)
-            else:
-                self.r_entry(stmt)
-            count += 1
-            if self.progress is not None and count % 50000 == 0:
-                self.progress(self.i / total)
+            (self.t_entry if t == "T" else self.o_entry if t == "O" else self.r_entry)(i)
+            i = self.i
 
-    def _row_dict(self, a: int, s: int) -> dict:
+    def spend(self, entries: int, stmt: int):
+        """Counts transition entries not written out in the file; refuses too many."""
+        self.work += entries
+        if self.work > MAX_EXPANDED_ENTRIES:
+            raise self.error(
+                f"model too large: wildcards and keywords expand the transitions to more than "
+                f"{MAX_EXPANDED_ENTRIES} entries (jaxpomdp.io.cassandra.MAX_EXPANDED_ENTRIES)", tok=stmt)
+
+    def special_row(self, row: str):
+        """(successors, probabilities) of a 'uniform' or 'reset' row."""
+        if row == _UNIFORM:
+            S = self.sizes["state"]
+            return range(S), repeat(1.0 / S, S)
+        return self.reset_row
+
+    def _row_dict(self, a: int, s: int, stmt: int) -> dict:
         row = self.trows[a][s]
-        if row is None or isinstance(row, str):
-            row = self._materialize(row, a, s)
+        if type(row) is not dict:
+            if row is None:
+                row = {}
+            else:
+                keys, values = self.special_row(row)
+                self.spend(len(keys), stmt)
+                row = dict(zip(keys, values))
             self.trows[a][s] = row
         return row
-
-    def _materialize(self, row, a, s) -> dict:
-        S = self.sizes["state"]
-        if row is None:
-            return {}
-        if row == _UNIFORM:
-            return dict.fromkeys(range(S), 1.0 / S)
-        return {j: p for j, p in enumerate(self.start()) if p > 0}  # reset
 
     def t_entry(self, stmt: int):
         S = self.sizes["state"]
         a = self.ref("action")
         acts = range(self.sizes["action"])[a] if isinstance(a, slice) else (a,)
-        off = stmt
         if self.peek() != ":":  # T: a <matrix | uniform | identity>
             kw = self.peek()
-            if kw in ("uniform", "identity"):
+            if kw == "uniform":
                 self.i += 1
                 for ai in acts:
-                    self.trows[ai] = ([_UNIFORM] * S if kw == "uniform"
-                                      else [{s: 1.0} for s in range(S)])
+                    self.trows[ai] = [_UNIFORM] * S
+            elif kw == "identity":
+                self.i += 1
+                self.spend(len(acts) * S, stmt)
+                for ai in acts:
+                    self.trows[ai] = [{s: 1.0} for s in range(S)]
             else:
                 m = self.numbers(S * S, f"a {S}x{S} transition matrix, 'uniform' or 'identity'",
                                  probability=True).reshape(S, S)
-                rows = [{int(j): float(m[s, j]) for j in np.flatnonzero(m[s])} for s in range(S)]
+                rows = [_as_row(r) for r in m]
+                self.spend((len(acts) - 1) * sum(map(len, rows)), stmt)
                 for ai in acts:
                     self.trows[ai] = [dict(r) for r in rows]
-            self.tloc[list(acts)] = off
+            self.tloc[a] = stmt
             return
         self.i += 1
         s = self.ref("state")
         states = range(S)[s] if isinstance(s, slice) else (s,)
         if self.peek() != ":":  # T: a : s <row | uniform | reset>
             kw = self.peek()
-            if kw in ("uniform", "reset"):
+            if kw in (_UNIFORM, _RESET):
                 self.i += 1
-                row = _UNIFORM if kw == "uniform" else _RESET
                 for ai in acts:
                     for si in states:
-                        self.trows[ai][si] = row
+                        self.trows[ai][si] = kw
             else:
-                r = self.numbers(S, "a row of transition probabilities over the states, 'uniform' or 'reset'",
-                                 probability=True)
-                row = {int(j): float(r[j]) for j in np.flatnonzero(r)}
+                row = _as_row(self.numbers(S, "a row of transition probabilities over the states, "
+                                              "'uniform' or 'reset'", probability=True))
+                self.spend((len(acts) * len(states) - 1) * len(row), stmt)
                 for ai in acts:
                     for si in states:
                         self.trows[ai][si] = dict(row)
-        else:
+        else:  # T: a : s : s' p
             self.i += 1
             s2 = self.ref("state")
             p = self.probability()
             targets = range(S)[s2] if isinstance(s2, slice) else (s2,)
+            self.spend(len(acts) * len(states) * len(targets) - 1, stmt)
             for ai in acts:
                 for si in states:
-                    row = self._row_dict(ai, si)
-                    for sj in targets:
-                        row[sj] = p
-        self.tloc[a, s] = off
+                    self._row_dict(ai, si, stmt).update(zip(targets, repeat(p)))
+        self.tloc[a, s] = stmt
 
     def o_entry(self, stmt: int):
         S, O = self.sizes["state"], self.sizes["observation"]
@@ -463,7 +565,7 @@ class _Parser:
         return self.start_spec[0] if self.start_spec is not None else np.full(S, 1.0 / S)
 
     def end_error(self, reason: str):
-        return self.error(reason, offset=len(self.text.rstrip()))
+        return self.error(reason, tok=self.ntok)
 
     def loc_error(self, reason: str, tok: int):
         """An error located at the statement (token index) that last set a row."""
@@ -478,29 +580,29 @@ class _Parser:
             raise self.error(f"the start distribution sums to {b0.sum():.10g} (expected 1 ± {self.tol:g})",
                              tok=self.start_spec[1])
         # transitions: sparse rows -> padded [A, S, K]
-        lengths = np.zeros((A, S), np.int64)
-        for ai in range(A):
-            rows = self.trows[ai]
-            for si in range(S):
-                row = rows[si]
-                if row is None:
-                    raise self.end_error(
-                        f"no transition probabilities given for action {an[ai]!r} in state {sn[si]!r} "
-                        f"(every T row must be specified)")
-                if isinstance(row, str):
-                    row = rows[si] = self._materialize(row, ai, si)
-                lengths[ai, si] = len(row)
+        rows = [r for ar in self.trows for r in ar]
+        missing = [k for k, r in enumerate(rows) if r is None]
+        if missing:
+            ai, si = divmod(missing[0], S)
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise self.end_error(
+                f"no transition probabilities given for action {an[ai]!r} in state {sn[si]!r}{more} "
+                f"(every T row must be specified)")
+        parts = [(r.keys(), r.values()) if type(r) is dict else self.special_row(r) for r in rows]
+        lengths = np.fromiter((len(k) for k, _ in parts), np.int64, len(parts))
         K = max(int(lengths.max()), 1)
         if A * S * K * 12 > MAX_MODEL_BYTES:
-            raise self.end_error(f"model too large: {A * S * K * 12 / 2 ** 30:.1f} GiB of transitions")
-        ns = np.zeros((A, S, K), np.int64)
-        npb = np.zeros((A, S, K))
-        for ai in range(A):
-            for si, row in enumerate(self.trows[ai]):
-                n = len(row)
-                if n:
-                    ns[ai, si, :n] = list(row.keys())
-                    npb[ai, si, :n] = list(row.values())
+            raise self.end_error(f"model too large: the transitions need {A * S * K * 12 / 2 ** 30:.1f} GiB "
+                                 f"({K} successors per state and action)")
+        total = int(lengths.sum())
+        row_id = np.repeat(np.arange(A * S), lengths)
+        slot = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        ns = np.zeros((A * S, K), np.int64)
+        npb = np.zeros((A * S, K))
+        ns[row_id, slot] = np.fromiter(chain.from_iterable(k for k, _ in parts), np.int64, total)
+        npb[row_id, slot] = np.fromiter(chain.from_iterable(v for _, v in parts), np.float64, total)
+        del parts, rows, row_id, slot
+        ns, npb = ns.reshape(A, S, K), npb.reshape(A, S, K)
         sums = npb.sum(-1)
         bad = np.argwhere(np.abs(sums - 1.0) > self.tol)
         if bad.size:
@@ -512,10 +614,13 @@ class _Parser:
         bad = np.argwhere(np.abs(osums - 1.0) > self.tol)
         if bad.size:
             ai, si = bad[0]
-            what = ("no observation probabilities given" if self.oloc[ai, si] < 0 else
-                    f"observation probabilities sum to {osums[ai, si]:.10g} (expected 1 ± {self.tol:g})")
-            raise self.loc_error(f"{what} for action {an[ai]!r} arriving in state {sn[si]!r}",
-                                 self.oloc[ai, si])
+            where = f"for action {an[ai]!r} arriving in state {sn[si]!r}"
+            if self.oloc[ai, si] < 0:
+                more = int((self.oloc < 0).sum()) - 1
+                raise self.end_error(f"no observation probabilities given {where}"
+                                     + (f" (and {more} more)" if more else ""))
+            raise self.loc_error(f"observation probabilities {where} sum to {osums[ai, si]:.10g} "
+                                 f"(expected 1 ± {self.tol:g})", self.oloc[ai, si])
         reward = self.expected_reward(ns, npb)
         if self.cost:
             reward = -reward
@@ -525,7 +630,7 @@ class _Parser:
                 state_names=self.names["state"], action_names=self.names["action"],
                 observation_names=self.names["observation"])
             return validate(model, tolerance=self.tol)
-        except InvalidModelError as e:  # pragma: no cover - the checks above come first
+        except InvalidModelError as e:  # e.g. a reward that overflows float32
             raise self.end_error(str(e)) from None
 
     def expected_reward(self, ns: np.ndarray, npb: np.ndarray) -> np.ndarray:
@@ -533,9 +638,11 @@ class _Parser:
 
         Entries with ``s' = *`` and ``o = *`` set a per-(a, s) base value. Other
         entries matter only at the (a, s) pairs they touch after that pair's last
-        base entry; only those pairs are expanded over (successor, observation).
+        base entry; only those pairs are expanded over (successor, observation),
+        a block of pairs at a time.
         """
         A, S, K = ns.shape
+        O = self.obs.shape[2]
         base = np.zeros((A, S))
         last_base = np.full((A, S), -1, np.int64)
         fine = []
@@ -555,31 +662,38 @@ class _Parser:
         pa, ps = np.nonzero(touched)
         pair_id = np.full((A, S), -1, np.int64)
         pair_id[pa, ps] = np.arange(pa.size)
-        succ = ns[pa, ps]  # [P, K]
-        values = np.broadcast_to(base[pa, ps][:, None, None], (pa.size, K, self.obs.shape[2])).copy()
+        block = max(1, _CHUNK // (K * O))
+        todo = defaultdict(list)  # block -> [(entry, pair ids)] in file order
         for idx in fine:
-            a, s, s2, o, v = self.rentries[idx]
+            a, s = self.rentries[idx][:2]
             ids = pair_id[a, s]
-            live = last_base[a, s] < idx
-            rows = np.unique(np.asarray(ids)[np.asarray(live) & (np.asarray(ids) >= 0)])
-            if rows.size == 0:
+            if ids.ndim == 0:
+                if last_base[a, s] < idx:
+                    todo[int(ids) // block].append((idx, int(ids)))
                 continue
-            if s2 == "matrix":  # v[s', o]
-                values[rows] = v[succ[rows]]
-                continue
-            kmask = (np.ones((rows.size, K), bool) if isinstance(s2, slice)
-                     else succ[rows] == s2)[..., None]
-            if o == "row":
-                new = np.broadcast_to(v, values[rows].shape)
-            else:
-                new = np.full(values[rows].shape, v)
-                omask = np.zeros(values.shape[2], bool)
-                omask[o] = True
-                kmask = kmask & omask
-            values[rows] = np.where(kmask, new, values[rows])
-        pa_b = pa[:, None]
-        weights = npb[pa, ps][..., None] * self.obs[pa_b, succ]  # [P, K, O]
-        reward[pa, ps] = (weights * values).sum((1, 2))
+            ids = ids[(last_base[a, s] < idx) & (ids >= 0)]  # increasing
+            cut = np.flatnonzero(np.diff(ids // block)) + 1
+            for part in np.split(ids, cut) if ids.size else ():
+                todo[int(part[0]) // block].append((idx, part))
+        for b, items in todo.items():
+            pb, sb = pa[b * block:(b + 1) * block], ps[b * block:(b + 1) * block]
+            succ = ns[pb, sb]  # [P, K]
+            values = np.repeat(base[pb, sb], K * O).reshape(pb.size, K, O)
+            for idx, rows in items:
+                _, _, s2, o, v = self.rentries[idx]
+                rows = rows - b * block
+                if s2 == "matrix":  # v[s', o]
+                    values[rows] = v[succ[rows]]
+                    continue
+                sub = values[rows]
+                ksel = np.ones(succ[rows].shape, bool) if isinstance(s2, slice) else succ[rows] == s2
+                if o == "row":
+                    sub[ksel] = v
+                else:
+                    sub[ksel, o] = v
+                values[rows] = sub
+            weights = npb[pb, sb][..., None] * self.obs[pb[:, None], succ]  # [P, K, O]
+            reward[pb, sb] = (weights * values).sum((1, 2))
         return reward
 
 
@@ -590,26 +704,33 @@ def read_cassandra(data: bytes, path: str = "<string>", *, tolerance: float = DE
     Raises:
       PomdpFormatError: naming file, line and column, for any malformed input.
     """
+    if _looks_utf16(data):
+        raise PomdpFormatError("the file looks UTF-16 (or UTF-32) encoded: save it as ASCII or UTF-8",
+                               path, 1, 1)
+    if data[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte order mark
+        data = data[3:]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("latin-1")  # non-ASCII is fine in comments; tokens are checked
-    bad = re.search(r"[^\t\n\r\f\v\x20-\x7e\x80-\U0010ffff]", text)
-    if bad is not None:
-        # control characters (binary junk) are refused anywhere outside comments
-        comment_free = _TOKEN.sub(lambda m: " " * len(m.group()) if m.group()[0] == "#" else m.group(), text)
-        bad = re.search(r"[^\t\n\r\f\v\x20-\x7e\x80-\U0010ffff]", comment_free)
+    if "\r" in text:  # CRLF and old Mac line endings
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    bad = _BINARY.search(text)
+    if bad is not None:  # control characters (binary junk) are refused anywhere outside comments
+        bad = _BINARY.search(_COMMENT.sub(lambda m: " " * len(m.group()), text))
         if bad is not None:
-            p = _Parser("", path, tolerance, None)
-            p.text = text
-            line, col = p.where(bad.start())
             raise PomdpFormatError(
                 f"unexpected binary byte 0x{ord(bad.group()):02x}: this does not look like a text .pomdp file",
-                path, line, col)
+                path, *_where(text, bad.start()))
     if progress is not None:
         progress(0.0)
-    parser = _Parser(text, path, tolerance, progress)
-    model = parser.parse()
+    collect = gc.isenabled()
+    gc.disable()  # the parser makes millions of small objects and no cycles
+    try:
+        model = _Parser(text, path, tolerance, progress).parse()
+    finally:
+        if collect:
+            gc.enable()
     if progress is not None:
         progress(1.0)
     return model
