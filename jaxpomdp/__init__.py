@@ -3,7 +3,9 @@
 The public names below are stable; see README.md for a tour.
 """
 
+from jaxpomdp import belief, bounds, policy, problems, simulate
 from jaxpomdp.errors import InvalidModelError, PomdpFormatError
+from jaxpomdp.io import load_pomdp, save_pomdp
 from jaxpomdp.model import (
     GenerativePOMDP,
     TabularPOMDP,
@@ -19,8 +21,15 @@ __all__ = [
     "InvalidModelError",
     "PomdpFormatError",
     "TabularPOMDP",
+    "belief",
+    "bounds",
     "dense_transitions",
     "from_dense",
+    "load_pomdp",
+    "policy",
+    "problems",
+    "save_pomdp",
+    "simulate",
     "validate",
     "__version__",
 ]

@@ -1,0 +1,186 @@
+"""``jaxpomdp`` / ``scripts/solve.py``: solve a POMDP from the command line.
+
+    jaxpomdp [PROBLEM] [--solver NAME] [--time-limit S] [--seed N]
+             [--out POLICY.alpha] [--json RESULTS.json]
+
+PROBLEM is a built-in name (``jaxpomdp --list``) or a ``.pomdp``/``.pomdpx`` file
+(optionally ``.gz``); without it the built-in default (``tiger``) is solved. A
+readable summary goes to standard output, progress to standard error. A user's
+mistake (a malformed file, an unknown name) is reported in one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+import jax
+
+from jaxpomdp import __version__, problems
+from jaxpomdp.errors import InvalidModelError, PomdpFormatError
+from jaxpomdp.io import atomic_write, load_pomdp
+from jaxpomdp.io.alpha import write_alpha
+from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP
+from jaxpomdp.simulate import evaluate
+from jaxpomdp.solvers import SOLVERS
+
+__all__ = ["main", "build_parser", "resolve_problem"]
+
+DEFAULT_SOLVER = "blind"
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: reported without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="jaxpomdp",
+        description="Solve a POMDP and evaluate the policy by simulation.",
+        epilog=f"Built-in problems: {', '.join(problems.names())}.")
+    p.add_argument("problem", nargs="?", default=problems.DEFAULT,
+                   help=f"a built-in problem name or a .pomdp/.pomdpx file (default: {problems.DEFAULT})")
+    p.add_argument("--solver", default=DEFAULT_SOLVER, choices=sorted(SOLVERS),
+                   help=f"solver (default: {DEFAULT_SOLVER})")
+    p.add_argument("--time-limit", type=float, default=None, metavar="S",
+                   help="solver time limit in seconds, excluding the first compilation")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    p.add_argument("--out", metavar="FILE", help="write the policy as pomdp-solve .alpha vectors")
+    p.add_argument("--json", metavar="FILE", help="write machine-readable results")
+    p.add_argument("--episodes", type=int, default=1000, metavar="N",
+                   help="simulated episodes for the evaluation (default 1000)")
+    p.add_argument("--horizon", type=int, default=None, metavar="H",
+                   help="steps per simulated episode (default: enough for a 1%% discounted tail)")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"allowed |row sum - 1| in model files (default {DEFAULT_TOLERANCE:g})")
+    p.add_argument("--list", action="store_true", help="list the built-in problems and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress on standard error")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p.add_argument("--version", action="version", version=f"jaxpomdp {__version__}")
+    return p
+
+
+def _progress_printer(label: str, quiet: bool):
+    if quiet:
+        return None
+    state = {"next": 0.1, "t0": time.perf_counter()}
+
+    def report(fraction: float) -> None:
+        if fraction >= state["next"] or fraction >= 1.0:
+            elapsed = time.perf_counter() - state["t0"]
+            print(f"loading {label}: {100 * fraction:3.0f}% ({elapsed:.1f} s)", file=sys.stderr, flush=True)
+            state["next"] = math.floor(fraction * 10 + 1) / 10
+
+    return report
+
+
+def resolve_problem(name: str, *, tolerance: float = DEFAULT_TOLERANCE,
+                    quiet: bool = True) -> tuple[str, TabularPOMDP]:
+    """A problem by built-in name or file path -> ``(label, model)``."""
+    if os.path.exists(name):
+        if os.path.isdir(name):
+            raise UserError(f"{name} is a folder, not a model file")
+        large = os.path.getsize(name) > 2 * 2 ** 20
+        progress = _progress_printer(os.path.basename(name), quiet or not large)
+        return os.path.basename(name), load_pomdp(name, tolerance=tolerance, progress=progress)
+    try:
+        return name, problems.get(name)
+    except KeyError:
+        pass
+    if os.sep in name or name.lower().endswith((".pomdp", ".pomdpx", ".gz")):
+        raise UserError(f"no such file: {name}")
+    raise UserError(f"unknown problem {name!r}: not a file and not a built-in problem "
+                    f"(built-in: {', '.join(problems.names())})")
+
+
+def _num(x: Optional[float]) -> Optional[float]:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def run(args: argparse.Namespace) -> int:
+    label, model = resolve_problem(args.problem, tolerance=args.tolerance, quiet=args.quiet)
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise UserError(f"--time-limit must be positive, got {args.time_limit}")
+    if args.episodes < 1:
+        raise UserError(f"--episodes must be at least 1, got {args.episodes}")
+    if args.horizon is not None and args.horizon < 1:
+        raise UserError(f"--horizon must be at least 1, got {args.horizon}")
+    gamma = float(model.discount)
+    if not gamma < 1:
+        raise UserError(f"{label}: discount {gamma:g}; the solvers here need discount < 1")
+    print(f"jaxpomdp {__version__}: {label} ({model.num_states} states, {model.num_actions} actions, "
+          f"{model.num_observations} observations, discount {gamma:g}) on {jax.default_backend()}")
+
+    result = SOLVERS[args.solver](model, time_limit=args.time_limit, seed=args.seed)
+    ev = evaluate(jax.random.key(args.seed), model, result.policy,
+                  num_episodes=args.episodes, horizon=args.horizon)
+    mean, stderr = float(ev.mean), float(ev.stderr)
+    lo, hi = (float(x) for x in ev.ci95)
+
+    lower, upper = result.lower_bound, result.upper_bound
+    gap = None if lower is None or upper is None else upper - lower
+    described = f" (fixed action: {result.info['action']})" if "action" in result.info else ""
+    print(f"solver       {args.solver}{described}")
+    print(f"lower bound  {lower:.6g}" if lower is not None else "lower bound  -")
+    print(f"upper bound  {upper:.6g}" if upper is not None else "upper bound  -")
+    if gap is not None:
+        print(f"gap          {gap:.6g}")
+    print(f"simulated    {mean:.6g} ± {1.96 * stderr:.3g} (95% CI, {ev.num_episodes} episodes, "
+          f"horizon {ev.horizon}, tail ≤ {float(ev.truncation_bound):.2g})")
+    print(f"time         solve {result.solve_seconds:.3f} s, compile {result.compile_seconds:.3f} s")
+
+    if args.out:
+        if result.alphas is None:
+            raise UserError(f"solver {args.solver} has no alpha-vector policy to write")
+        write_alpha(args.out, result.alphas, result.alpha_actions)
+        print(f"policy       {args.out} ({len(result.alpha_actions)} alpha-vectors)")
+    if args.json:
+        record = {
+            "problem": label,
+            "solver": args.solver,
+            "num_states": model.num_states,
+            "num_actions": model.num_actions,
+            "num_observations": model.num_observations,
+            "discount": gamma,
+            "lower_bound": _num(lower),
+            "upper_bound": _num(upper),
+            "evaluation": {"mean": mean, "stderr": stderr, "ci95": [lo, hi],
+                           "num_episodes": int(ev.num_episodes), "horizon": int(ev.horizon)},
+            "solve_seconds": result.solve_seconds,
+            "compile_seconds": result.compile_seconds,
+            "seed": args.seed,
+            "time_limit": args.time_limit,
+            "backend": jax.default_backend(),
+            "jaxpomdp_version": __version__,
+        }
+        atomic_write(args.json, json.dumps(record, indent=2) + "\n")
+        print(f"results      {args.json}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``jaxpomdp`` and ``scripts/solve.py``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        print("\n".join(problems.names()))
+        return 0
+    try:
+        return run(args)
+    except (UserError, PomdpFormatError, InvalidModelError, OSError) as e:
+        if args.debug:
+            raise
+        print(f"jaxpomdp: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jaxpomdp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

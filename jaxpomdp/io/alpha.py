@@ -1,0 +1,109 @@
+"""pomdp-solve ``.alpha`` files: a policy (or value function) as alpha-vectors.
+
+The format, one block per vector, blank lines between blocks::
+
+    <action index>
+    <alpha(s_0)> <alpha(s_1)> ... <alpha(s_{S-1})>
+
+The value of a belief ``b`` is ``max_k alpha_k . b`` and the policy takes the
+action of the maximising vector. pomdp-solve writes these files and APPL/SARSOP's
+``pomdpconvert`` reads and writes them, so policies move between the tools.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Optional
+
+import numpy as np
+
+from jaxpomdp.errors import PomdpFormatError
+
+__all__ = ["write_alpha", "read_alpha", "format_alpha"]
+
+_NUM = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
+
+
+def format_alpha(alphas, actions) -> str:
+    """The text of an ``.alpha`` file for ``alphas`` float[N, S] and ``actions`` int[N]."""
+    alphas = np.asarray(alphas)
+    actions = np.asarray(actions)
+    if alphas.ndim != 2 or actions.shape != alphas.shape[:1]:
+        raise ValueError(f"expected alphas [N, S] and actions [N]; got {alphas.shape} and {actions.shape}")
+    blocks = [f"{int(a)}\n" + " ".join(str(v) for v in row) + "\n" for a, row in zip(actions, alphas)]
+    return "\n".join(blocks)
+
+
+def write_alpha(path: str | os.PathLike, alphas, actions) -> None:
+    """Writes an ``.alpha`` file atomically (numbers round-trip exactly)."""
+    from jaxpomdp.io import atomic_write
+
+    atomic_write(path, format_alpha(alphas, actions))
+
+
+def read_alpha(path: str | os.PathLike, *, num_states: Optional[int] = None,
+               num_actions: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Reads an ``.alpha`` file.
+
+    Args:
+      path: the file.
+      num_states: if given, every vector must have this length.
+      num_actions: if given, every action index must be below it.
+
+    Returns:
+      ``(alphas float64[N, S], actions int32[N])``.
+
+    Raises:
+      PomdpFormatError: naming line and column of the first malformed token.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        text = f.read().decode("utf-8", errors="replace")
+    def fail(reason, offset):
+        line = text.count("\n", 0, offset) + 1
+        col = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        return PomdpFormatError(reason, path, line, col)
+
+    if not text.strip():
+        raise PomdpFormatError("empty .alpha file: expected an action index and a vector", path, 1, 1)
+    # vectors are separated by their action line: split on line structure
+    lines = [(ln, off) for ln, off in _lines(text) if ln.strip()]
+    actions, rows = [], []
+    i = 0
+    while i < len(lines):
+        ln, off = lines[i]
+        head = ln.split()
+        if len(head) != 1 or not re.fullmatch(r"\d+", head[0]):
+            raise fail(f"expected an action index (a non-negative integer) on its own line, found {ln.strip()[:40]!r}",
+                       off + len(ln) - len(ln.lstrip()))
+        a = int(head[0])
+        if num_actions is not None and a >= num_actions:
+            raise fail(f"action index {a} is out of range (the model has {num_actions} actions)", off)
+        if i + 1 >= len(lines):
+            raise fail("expected a vector of values after the action index, found the end of the file",
+                       len(text.rstrip()))
+        vec_line, voff = lines[i + 1]
+        vals = []
+        for m in re.finditer(r"\S+", vec_line):
+            if not _NUM.match(m.group()):
+                raise fail(f"expected a number, found {m.group()[:40]!r}", voff + m.start())
+            v = float(m.group())
+            if not np.isfinite(v):
+                raise fail(f"number {m.group()!r} is out of range", voff + m.start())
+            vals.append(v)
+        if rows and len(vals) != len(rows[0]):
+            raise fail(f"expected {len(rows[0])} values (as in the first vector), found {len(vals)}", voff)
+        if num_states is not None and len(vals) != num_states:
+            raise fail(f"expected {num_states} values (one per state), found {len(vals)}", voff)
+        actions.append(a)
+        rows.append(vals)
+        i += 2
+    return np.asarray(rows, np.float64), np.asarray(actions, np.int32)
+
+
+def _lines(text: str):
+    off = 0
+    for ln in text.splitlines(keepends=True):
+        yield ln.rstrip("\r\n"), off
+        off += len(ln)

@@ -1,0 +1,136 @@
+"""The command line: the README's main job, JSON results, policies out, user errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxpomdp import bounds, problems
+from jaxpomdp.cli import main
+from jaxpomdp.io.alpha import read_alpha
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "problems"
+FIELDS = {"problem", "solver", "num_states", "num_actions", "num_observations", "discount",
+          "lower_bound", "upper_bound", "evaluation", "solve_seconds", "compile_seconds"}
+TIGER_OPTIMUM = 19.37  # SARSOP's converged bounds 19.3711 .. 19.3721 (BENCHMARKS.md)
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_script_runs_the_default_problem_as_a_user_would(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "solve.py"), "--json", "r.json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "tiger" in proc.stdout and "lower bound" in proc.stdout and "simulated" in proc.stdout
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert FIELDS <= set(record)
+    assert record["problem"] == problems.DEFAULT
+
+
+@pytest.mark.parametrize("solver", ["blind", "qmdp"])
+def test_json_results_bracket_the_known_optimum(tmp_path, capsys, solver):
+    out = tmp_path / "r.json"
+    code, stdout, _ = run_cli(capsys, "tiger", "--solver", solver, "--json", str(out), "--episodes", "2000")
+    assert code == 0
+    r = json.loads(out.read_text())
+    assert FIELDS <= set(r)
+    assert (r["num_states"], r["num_actions"], r["num_observations"]) == (2, 3, 2)
+    assert r["discount"] == pytest.approx(0.95)
+    assert r["lower_bound"] == pytest.approx(-20.0, abs=1e-3)  # always listen
+    assert r["lower_bound"] <= TIGER_OPTIMUM <= r["upper_bound"]
+    ev = r["evaluation"]
+    assert ev["ci95"][0] <= ev["mean"] <= ev["ci95"][1]
+    assert ev["stderr"] >= 0
+    assert r["solve_seconds"] >= 0 and r["compile_seconds"] > 0
+    assert f"{r['lower_bound']:.6g}" in stdout
+
+
+def test_blind_policy_evaluation_matches_its_exact_value(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert run_cli(capsys, "paint.95", "--json", str(out), "--episodes", "4000", "--seed", "3")[0] == 0
+    r = json.loads(out.read_text())
+    # the blind solver's lower bound is the exact value of the policy it returns
+    m = problems.get("paint.95")
+    tail = float(0.95 ** r["evaluation"]["horizon"] * np.abs(np.asarray(m.reward)).max() / 0.05)
+    lo, hi = r["evaluation"]["ci95"]
+    assert lo - tail - 1e-4 <= r["lower_bound"] <= hi + tail + 1e-4
+
+
+def test_out_writes_alpha_vectors_that_reload(tmp_path, capsys):
+    policy_file = tmp_path / "tiger.alpha"
+    assert run_cli(capsys, "tiger", "--solver", "qmdp", "--out", str(policy_file))[0] == 0
+    alphas, actions = read_alpha(policy_file, num_states=2, num_actions=3)
+    np.testing.assert_array_equal(actions, [0, 1, 2])
+    np.testing.assert_allclose(alphas, np.asarray(bounds.qmdp(problems.tiger())), rtol=1e-6)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_problem_given_as_a_file(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code, stdout, _ = run_cli(capsys, str(problems.data_file("network")), "--json", str(out))
+    assert code == 0
+    r = json.loads(out.read_text())
+    assert (r["num_states"], r["num_actions"], r["num_observations"]) == (7, 4, 2)
+    assert r["lower_bound"] <= 293.185 <= r["upper_bound"] + 1e-3  # SARSOP's lower bound
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["no-such-problem"], "unknown problem 'no-such-problem'"),
+    (["missing/file.pomdp"], "no such file"),
+    (["tiger", "--time-limit", "-1"], "--time-limit must be positive"),
+    (["tiger", "--episodes", "0"], "--episodes must be at least 1"),
+])
+def test_user_mistakes_get_one_line_and_status_2(capsys, argv, phrase):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert phrase in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_malformed_file_names_file_line_and_column(tmp_path, capsys):
+    bad = tmp_path / "bad.pomdp"
+    bad.write_text("discount: 0.95\nvalues: reward\nstates: 2\nactions: 1\nobservations: 1\n"
+                   "T: 0 : 0 : 7 1.0\n")
+    code, _, err = run_cli(capsys, str(bad))
+    assert code == 2
+    assert f"{bad}:6:12:" in err and "out of range" in err
+    assert "Traceback" not in err
+
+
+def test_discount_one_is_refused_clearly(tmp_path, capsys):
+    f = tmp_path / "undiscounted.pomdp"
+    f.write_text("discount: 1.0\nstates: 1\nactions: 1\nobservations: 1\nT: 0 identity\nO: 0 uniform\n")
+    code, _, err = run_cli(capsys, str(f))
+    assert code == 2 and "discount < 1" in err
+
+
+def test_unwritable_output_is_a_clean_error(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "tiger", "--json", str(tmp_path / "no" / "such" / "dir" / "r.json"))
+    assert code == 2 and "Traceback" not in err
+
+
+def test_list_prints_every_builtin(capsys):
+    code, out, _ = run_cli(capsys, "--list")
+    assert code == 0 and out.split() == problems.names()
+
+
+def test_console_script_is_declared():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'jaxpomdp = "jaxpomdp.cli:main"' in text
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    assert (tmp_path / "copy.pomdp").exists()
