@@ -81,3 +81,15 @@ def test_three_state_system_matches_the_paper():
     pi = np.real(v[:, np.argmin(abs(w - 1))])
     pi /= pi.sum()
     assert pi @ np.asarray(m.reward[1]) == pytest.approx(0.8, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tiger", "three-state", "tiger.pomdpx", "hallway.pomdpx"])
+def test_models_not_read_from_pomdp_files_round_trip_through_the_writer(name):
+    from jaxpomdp.io import dumps_pomdp, loads_pomdp
+
+    m = problems.get(name)  # state_features (three-state) are not part of the .pomdp format
+    again = loads_pomdp(dumps_pomdp(m), "again.pomdp")
+    for field in ("next_state", "next_prob", "obs_prob", "reward", "initial_belief", "discount"):
+        np.testing.assert_array_equal(np.asarray(getattr(again, field)), np.asarray(getattr(m, field)), field)
+    assert (again.state_names, again.action_names, again.observation_names) == (
+        m.state_names, m.action_names, m.observation_names)
