@@ -12,8 +12,13 @@
   ``tiger-grid``, ``4x3.95``, ``rocksample_4_4``, ...); where that name is already
   taken the suffix is kept (``tiger.pomdpx``, ``hallway.pomdpx``). The exact file
   name, in any case, is accepted too.
+* ``rocksample:n,k``: RockSample(n, k) built exactly in code
+  (:func:`jaxpomdp.problems.rocksample.rocksample`; the literature's layout for
+  (4,4), (5,5), (5,7), (7,8), (11,11), else a random layout with seed 0), and
+  ``rocksample:n,k:seed`` for the random layout of that seed. These are not
+  listed by ``names()`` (there are infinitely many).
 
-``names()`` lists them all.
+``names()`` lists the others.
 """
 
 from __future__ import annotations
@@ -129,6 +134,10 @@ def get(name: str) -> TabularPOMDP:
     key = name.lower()
     if key in _BUILTIN:
         return _BUILTIN[key]()
+    if key.startswith("rocksample:"):
+        from jaxpomdp.problems.rocksample import from_name
+
+        return from_name(key)
     try:
         path = data_file(key)
     except KeyError:
