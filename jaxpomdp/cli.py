@@ -31,7 +31,7 @@ from jaxpomdp.solvers import SOLVERS
 
 __all__ = ["main", "build_parser", "resolve_problem"]
 
-DEFAULT_SOLVER = "blind"
+DEFAULT_SOLVER = "hsvi"
 
 
 class UserError(Exception):
@@ -47,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"a built-in problem name or a .pomdp/.pomdpx file (default: {problems.DEFAULT})")
     p.add_argument("--solver", default=DEFAULT_SOLVER, choices=sorted(SOLVERS),
                    help=f"solver (default: {DEFAULT_SOLVER})")
-    p.add_argument("--time-limit", type=float, default=None, metavar="S",
-                   help="solver time limit in seconds, excluding the first compilation")
+    p.add_argument("--time-limit", type=float, default=60.0, metavar="S",
+                   help="solver time limit in seconds, excluding the first compilation (default 60)")
+    p.add_argument("--target-gap", type=float, default=1e-3, metavar="G",
+                   help="stop when upper - lower bound at b0 is at most G (default 0.001)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     p.add_argument("--out", metavar="FILE", help="write the policy as pomdp-solve .alpha vectors")
     p.add_argument("--json", metavar="FILE", help="write machine-readable results")
@@ -75,6 +77,21 @@ def _progress_printer(label: str, quiet: bool):
             elapsed = time.perf_counter() - state["t0"]
             print(f"loading {label}: {100 * fraction:3.0f}% ({elapsed:.1f} s)", file=sys.stderr, flush=True)
             state["next"] = math.floor(fraction * 10 + 1) / 10
+
+    return report
+
+
+def _progress_line(quiet: bool):
+    """A solver callback printing ``time, bounds, gap, vectors`` about once a second."""
+    if quiet:
+        return None
+    state = {"last": -math.inf}
+
+    def report(seconds, lower, upper, num_vectors, num_beliefs):
+        if seconds - state["last"] >= 1.0:
+            state["last"] = seconds
+            print(f"{seconds:7.1f} s  lower {lower:.6g}  upper {upper:.6g}  gap {upper - lower:.4g}  "
+                  f"vectors {num_vectors}  beliefs {num_beliefs}", file=sys.stderr, flush=True)
 
     return report
 
@@ -116,7 +133,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"jaxpomdp {__version__}: {label} ({model.num_states} states, {model.num_actions} actions, "
           f"{model.num_observations} observations, discount {gamma:g}) on {jax.default_backend()}")
 
-    result = SOLVERS[args.solver](model, time_limit=args.time_limit, seed=args.seed)
+    if not args.target_gap >= 0:
+        raise UserError(f"--target-gap must be non-negative, got {args.target_gap}")
+    result = SOLVERS[args.solver](model, time_limit=args.time_limit, target_gap=args.target_gap,
+                                  seed=args.seed, callback=_progress_line(args.quiet))
     ev = evaluate(jax.random.key(args.seed), model, result.policy,
                   num_episodes=args.episodes, horizon=args.horizon)
     mean, stderr = float(ev.mean), float(ev.stderr)
@@ -155,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
             "compile_seconds": result.compile_seconds,
             "seed": args.seed,
             "time_limit": args.time_limit,
+            "target_gap": args.target_gap,
+            "num_vectors": None if result.alphas is None else int(len(result.alphas)),
             "backend": jax.default_backend(),
             "jaxpomdp_version": __version__,
         }

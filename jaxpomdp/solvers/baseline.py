@@ -69,16 +69,18 @@ def _solve(model: TabularPOMDP):
     return np.asarray(blind), np.asarray(q), float(lower), float(upper), compile_s, run_s
 
 
-def solve_blind(model: TabularPOMDP, *, time_limit: Optional[float] = None, seed: int = 0) -> SolveResult:
+def solve_blind(model: TabularPOMDP, *, time_limit: Optional[float] = None, target_gap: Optional[float] = None,
+                seed: int = 0, callback=None) -> SolveResult:
     """The best fixed action at b0, with its exact value and the QMDP upper bound.
 
     Args:
       model: a tabular POMDP with ``discount < 1``.
       time_limit: accepted for a uniform solver interface; unused (the computation
         is two fixed-point iterations capped at ``bounds.DEFAULT_MAX_ITER`` sweeps).
-      seed: unused (the computation is deterministic).
+      target_gap, seed, callback: accepted for a uniform solver interface; unused
+        (the computation is deterministic and has no intermediate steps).
     """
-    del seed, time_limit
+    del seed, time_limit, target_gap, callback
     blind, _, lower, upper, compile_s, run_s = _solve(model)
     best = int(np.argmax(blind @ np.asarray(model.initial_belief)))
     return SolveResult(
@@ -89,12 +91,14 @@ def solve_blind(model: TabularPOMDP, *, time_limit: Optional[float] = None, seed
         info={"action": model.action_name(best)})
 
 
-def solve_qmdp(model: TabularPOMDP, *, time_limit: Optional[float] = None, seed: int = 0) -> SolveResult:
+def solve_qmdp(model: TabularPOMDP, *, time_limit: Optional[float] = None, target_gap: Optional[float] = None,
+               seed: int = 0, callback=None) -> SolveResult:
     """The QMDP policy (greedy on the MDP's Q-vectors over the exact belief).
 
-    The bounds reported are the blind lower bound and the QMDP upper bound.
+    The bounds reported are the blind lower bound and the QMDP upper bound; the
+    other arguments are as in :func:`solve_blind`.
     """
-    del seed, time_limit
+    del seed, time_limit, target_gap, callback
     _, q, lower, upper, compile_s, run_s = _solve(model)
     actions = np.arange(model.num_actions, dtype=np.int32)
     return SolveResult(

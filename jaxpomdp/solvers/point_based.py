@@ -1,0 +1,508 @@
+"""Point-based value iteration with certified bounds: HSVI/SARSOP-style search, PBVI, Perseus.
+
+All three share the kernels of :mod:`jaxpomdp.backup` (lower bound: alpha-vectors)
+and :mod:`jaxpomdp.bounds` (upper bound: sawtooth over belief points above FIB
+corner values), so both bounds at ``b0`` are certified at every step:
+
+* the lower bound starts from the blind policies' vectors, and every backed-up
+  vector is the value of a real conditional plan;
+* the upper bound starts from the fast informed bound (FIB) and every sawtooth
+  point value is a Bellman backup of a valid upper bound.
+
+``hsvi`` (the default) searches from ``b0`` in the manner of HSVI2 (Smith &
+Simmons 2005) and SARSOP (Kurniawati, Hsu & Lee 2008): a trial follows the action
+with the best upper bound and samples observations in proportion to
+``P(o | b, a) * excess(b')``, where ``excess(b') = U(b') - L(b') - eps gamma^-(t+1)``
+(``eps`` a fraction of the current gap at ``b0``), and stops where the excess is
+gone. ``width`` trials run at once (vmapped), and their paths are backed up
+deepest first, one batched backup per depth, in the same jit-compiled
+:func:`update`. ``pbvi`` (Pineau, Gordon & Thrun 2003) backs up a growing belief
+set (expanded by one-step simulation, farthest successor first); ``perseus``
+(Spaan & Vlassis 2005) backs up random beliefs of a fixed set until every one has
+improved.
+
+Shapes are static inside jit: the alpha and point sets have a fixed capacity with
+a count of those in use; :func:`solve` prunes and, when needed, doubles them
+outside jit (a recompilation).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxpomdp import backup, bounds, prune
+from jaxpomdp.model import TabularPOMDP
+from jaxpomdp.policy import AlphaVectorPolicy
+from jaxpomdp.solvers.baseline import SolveResult
+
+__all__ = ["PointBasedState", "Config", "init", "update", "solve", "METHODS"]
+
+METHODS = ("hsvi", "pbvi", "perseus")
+
+
+class Config(NamedTuple):
+    """Static settings (they fix array shapes, so a change recompiles).
+
+    Attributes:
+      width: trials explored and backed up together in one ``update``.
+      max_depth: the longest trial.
+      epsilon_fraction: ``eps`` as a fraction of the current gap at ``b0``.
+    """
+
+    width: int = 16
+    max_depth: int = 100
+    epsilon_fraction: float = 0.5
+
+
+class PointBasedState(NamedTuple):
+    """The solver state: bounds as fixed-capacity sets with counts.
+
+    Attributes:
+      alphas: float[M, S] lower-bound vectors (the first ``num_alphas`` in use).
+      actions: int32[M] their actions.
+      witnesses: float[M, S] the belief each vector was backed up at.
+      num_alphas: int32[].
+      points: float[P, S] upper-bound belief points (``points[0] = b0``).
+      values: float[P] their upper bounds.
+      num_points: int32[].
+      corner: float[S] upper bounds at the states (``max_a`` FIB).
+      iteration: int32[].
+    """
+
+    alphas: jax.Array
+    actions: jax.Array
+    witnesses: jax.Array
+    num_alphas: jax.Array
+    points: jax.Array
+    values: jax.Array
+    num_points: jax.Array
+    corner: jax.Array
+    iteration: jax.Array
+
+
+# ------------------------------------------------------------------ helpers
+def _alpha_mask(state: PointBasedState) -> jax.Array:
+    return jnp.arange(state.alphas.shape[0]) < state.num_alphas
+
+
+def _point_mask(state: PointBasedState) -> jax.Array:
+    return jnp.arange(state.points.shape[0]) < state.num_points
+
+
+def lower_bound(state: PointBasedState, b: jax.Array) -> jax.Array:
+    """The lower bound ``max_k alpha_k . b`` at belief float[S]."""
+    return backup.lower_value(state.alphas, _alpha_mask(state), b)
+
+
+def upper_bound(state: PointBasedState, b: jax.Array) -> jax.Array:
+    """The sawtooth upper bound at belief float[S] (possibly unnormalised)."""
+    return bounds.sawtooth(state.points, state.values, _point_mask(state), state.corner, b)
+
+
+def _upper_q(model: TabularPOMDP, state: PointBasedState, b: jax.Array):
+    """``Q_U(b, a)`` float[A], the successor beliefs float[A, O, S] and ``U`` of each float[A, O]."""
+    tau = backup.successor_beliefs(model, b)
+    u = jax.vmap(jax.vmap(lambda t: upper_bound(state, t)))(tau)  # homogeneous: unnormalised is fine
+    return model.reward @ b + model.discount * jnp.sum(u, axis=1), tau, u
+
+
+def _insert(buffers, count, new, keep):
+    """Writes the rows of ``new`` where ``keep`` after the first ``count`` rows of ``buffers``."""
+    capacity = jax.tree.leaves(buffers)[0].shape[0]
+    pos = jnp.where(keep, count + jnp.cumsum(keep) - 1, capacity)
+    buffers = jax.tree.map(lambda buf, x: buf.at[pos].set(x, mode="drop"), buffers, new)
+    return buffers, jnp.minimum(count + jnp.sum(keep), capacity).astype(count.dtype)
+
+
+def _tolerance(x: jax.Array) -> jax.Array:
+    return 8 * jnp.finfo(x.dtype).eps * (1 + jnp.abs(x))
+
+
+def _first_occurrence(beliefs: jax.Array, valid: jax.Array) -> jax.Array:
+    """bool[N]: valid rows that do not repeat an earlier valid row."""
+    same = jnp.all(beliefs[:, None, :] == beliefs[None, :, :], axis=-1)  # [N, N]
+    earlier = jnp.tril(same, k=-1) & valid[None, :]
+    return valid & ~jnp.any(earlier, axis=1)
+
+
+def backup_beliefs(model: TabularPOMDP, state: PointBasedState, beliefs: jax.Array,
+                   valid: jax.Array, *, upper: bool = True) -> PointBasedState:
+    """Backs up both bounds at a batch of beliefs float[N, S] (rows where ``valid``).
+
+    A new vector is added only where it improves the lower bound at its belief. A
+    new upper-bound value replaces the value of an identical existing point, or is
+    added as a new point, only where it improves the upper bound. Rows that repeat
+    an earlier row are backed up once. When a set is full, further additions are
+    dropped (the bounds stay valid, only less tight); :func:`solve` grows the sets
+    before that happens.
+    """
+    valid = _first_occurrence(beliefs, valid)
+    mask = _alpha_mask(state)
+    out = jax.vmap(lambda b: backup.point_backup(model, state.alphas, mask, b))(beliefs)
+    old_lower = jax.vmap(lambda b: lower_bound(state, b))(beliefs)
+    keep = valid & (out.value > old_lower + _tolerance(old_lower))
+    (alphas, actions, witnesses), n = _insert(
+        (state.alphas, state.actions, state.witnesses), state.num_alphas,
+        (out.alpha.astype(state.alphas.dtype), out.action, beliefs), keep)
+    state = state._replace(alphas=alphas, actions=actions, witnesses=witnesses, num_alphas=n)
+    if not upper:
+        return state
+    q = jax.vmap(lambda b: _upper_q(model, state, b)[0])(beliefs)
+    new_u = jnp.max(q, axis=1).astype(state.values.dtype)
+    old_u = jax.vmap(lambda b: upper_bound(state, b))(beliefs)
+    improved = valid & (new_u < old_u - _tolerance(old_u))
+    # an identical point already in the set gets the new value in place
+    dist = jnp.where(_point_mask(state)[None, :],
+                     jnp.sum(jnp.abs(beliefs[:, None, :] - state.points[None, :, :]), axis=-1), jnp.inf)
+    match = jnp.argmin(dist, axis=1)
+    existing = improved & (jnp.min(dist, axis=1) == 0)
+    values = state.values.at[jnp.where(existing, match, state.values.shape[0])].min(new_u, mode="drop")
+    (points, values), m = _insert((state.points, values), state.num_points, (beliefs, new_u),
+                                  improved & ~existing)
+    return state._replace(points=points, values=values, num_points=m)
+
+
+# ------------------------------------------------------------------- init
+def init(model: TabularPOMDP, *, alpha_capacity: int = 256, point_capacity: int = 256) -> PointBasedState:
+    """The initial state: blind lower bound, FIB corners and ``b0`` as the first point."""
+    bounds.check_discount(model)
+    blind = bounds.blind_alphas(model)
+    q_fib = bounds.fib(model)
+    A, S = blind.shape
+    alpha_capacity = max(alpha_capacity, A)
+    dtype = model.reward.dtype
+    b0 = model.initial_belief
+    alphas = jnp.zeros((alpha_capacity, S), dtype).at[:A].set(blind)
+    actions = jnp.zeros(alpha_capacity, jnp.int32).at[:A].set(jnp.arange(A, dtype=jnp.int32))
+    witnesses = jnp.zeros((alpha_capacity, S), dtype).at[:A].set(b0)
+    points = jnp.zeros((point_capacity, S), dtype).at[0].set(b0)
+    values = jnp.zeros(point_capacity, dtype).at[0].set(jnp.max(q_fib @ b0))
+    return PointBasedState(alphas, actions, witnesses, jnp.int32(A), points, values, jnp.int32(1),
+                           jnp.max(q_fib, axis=0), jnp.int32(0))
+
+
+# ------------------------------------------------------------ HSVI update
+def _trial(model: TabularPOMDP, state: PointBasedState, config: Config, epsilon, key):
+    """One heuristic-search trial from ``b0``: the beliefs it visits float[D, S] and its length."""
+    D = config.max_depth
+    gamma = model.discount
+    b0 = state.points[0]
+    path0 = jnp.zeros((D, b0.shape[0]), b0.dtype)
+
+    def cond(carry):
+        t, _, active, _, _ = carry
+        return active & (t < D)
+
+    def body(carry):
+        t, b, _, path, key = carry
+        path = path.at[t].set(b)
+        key, sub = jax.random.split(key)
+        q_u, tau, u = _upper_q(model, state, b)
+        a = jnp.argmax(q_u)
+        p_o = jnp.sum(tau[a], axis=-1)  # [O]
+        safe = jnp.where(p_o > 0, p_o, 1)
+        children = tau[a] / safe[:, None]
+        lower = jax.vmap(lambda c: lower_bound(state, c))(children)
+        threshold = epsilon * gamma ** (-(t + 1).astype(b.dtype))
+        excess = u[a] / safe - lower - threshold
+        weight = jnp.where(p_o > 0, p_o * jnp.maximum(excess, 0), 0)
+        go = jnp.any(weight > 0)
+        o = jax.random.categorical(sub, jnp.log(jnp.where(weight > 0, weight, 1e-30)))
+        return t + 1, jnp.where(go, children[o], b), go, path, key
+
+    t, _, _, path, _ = lax.while_loop(cond, body, (jnp.int32(0), b0, jnp.bool_(True), path0, key))
+    return path, t
+
+
+@partial(jax.jit, static_argnames=("config",))
+def update(key: jax.Array, model: TabularPOMDP, state: PointBasedState, config: Config = Config()):
+    """One HSVI-style step: ``config.width`` trials from ``b0``, backed up deepest first.
+
+    Vectors and points that do not fit in the sets' capacity are dropped (the
+    bounds stay valid); :func:`solve` grows the sets between steps.
+
+    Returns:
+      The new state.
+    """
+    b0 = state.points[0]
+    gap = state.values[0] - lower_bound(state, b0)
+    epsilon = config.epsilon_fraction * jnp.maximum(gap, 0)
+    keys = jax.random.split(key, config.width)
+    paths, lengths = jax.vmap(lambda k: _trial(model, state, config, epsilon, k))(keys)  # [W, D, S], [W]
+    depth = jnp.max(lengths)
+
+    def cond(carry):
+        d, _ = carry
+        return d >= 0
+
+    def body(carry):
+        d, st = carry
+        valid = lengths > d
+        valid = jnp.where(d == 0, jnp.arange(config.width) == 0, valid)  # b0 once
+        st = backup_beliefs(model, st, paths[:, d], valid)
+        return d - 1, st
+
+    _, state = lax.while_loop(cond, body, (depth - 1, state))
+    return state._replace(iteration=state.iteration + 1)
+
+
+# --------------------------------------------------------------- PBVI / Perseus
+@jax.jit
+def _expand(key, model: TabularPOMDP, beliefs: jax.Array, belief_mask: jax.Array) -> jax.Array:
+    """PBVI's expansion: for each belief, the simulated successor farthest (L1) from the set."""
+    A = model.num_actions
+
+    def one(key, b):
+        tau = backup.successor_beliefs(model, b)
+        p_o = jnp.sum(tau, axis=-1)  # [A, O]
+        o = jax.random.categorical(key, jnp.log(jnp.where(p_o > 0, p_o, 1e-30)), axis=-1)  # [A]
+        child = tau[jnp.arange(A), o] / jnp.maximum(p_o[jnp.arange(A), o], 1e-30)[:, None]  # [A, S]
+        dist = jax.vmap(lambda c: jnp.min(jnp.where(belief_mask, jnp.sum(jnp.abs(beliefs - c), -1), jnp.inf)))(child)
+        return child[jnp.argmax(dist)], jnp.max(dist)
+
+    keys = jax.random.split(key, beliefs.shape[0])
+    return jax.vmap(one)(keys, beliefs)
+
+
+@partial(jax.jit, static_argnames=("chunk",))
+def _sweep(model, state, beliefs, valid, chunk: int):
+    """Backs up every valid belief, ``chunk`` at a time, in sequence."""
+    n = beliefs.shape[0]
+    num_chunks = n // chunk
+
+    def body(i, st):
+        rows = lax.dynamic_slice_in_dim(beliefs, i * chunk, chunk)
+        ok = lax.dynamic_slice_in_dim(valid, i * chunk, chunk)
+        return backup_beliefs(model, st, rows, ok)
+
+    return lax.fori_loop(0, num_chunks, body, state)
+
+
+@jax.jit
+def _values_at(state: PointBasedState, beliefs: jax.Array) -> jax.Array:
+    return jax.vmap(lambda b: lower_bound(state, b))(beliefs)
+
+
+def _random_beliefs(key, model: TabularPOMDP, count: int) -> np.ndarray:
+    """Perseus's belief set: beliefs met by random actions from ``b0`` (restarting at random)."""
+    gamma = float(model.discount)
+
+    @jax.jit
+    def walk(key):
+        def step(b, key):
+            k1, k2, k3 = jax.random.split(key, 3)
+            a = jax.random.randint(k1, (), 0, model.num_actions)
+            tau = backup.successor_beliefs(model, b)[a]
+            p_o = jnp.sum(tau, axis=-1)
+            o = jax.random.categorical(k2, jnp.log(jnp.where(p_o > 0, p_o, 1e-30)))
+            nb = tau[o] / jnp.maximum(p_o[o], 1e-30)
+            nb = jnp.where(jax.random.uniform(k3) < 1 - gamma, model.initial_belief, nb)
+            return nb, b
+        return lax.scan(step, model.initial_belief, jax.random.split(key, count))[1]
+
+    return np.asarray(walk(key))
+
+
+# ------------------------------------------------------------------- driver
+def _compact(state: PointBasedState, keep: np.ndarray) -> PointBasedState:
+    keep = np.asarray(keep)
+    idx = np.flatnonzero(keep)
+    M = state.alphas.shape[0]
+    order = np.concatenate([idx, np.flatnonzero(~keep)])
+    take = lambda x: jnp.asarray(np.asarray(x)[order])  # noqa: E731
+    return state._replace(alphas=take(state.alphas), actions=take(state.actions),
+                          witnesses=take(state.witnesses), num_alphas=jnp.int32(len(idx)))
+
+
+def prune_state(state: PointBasedState, model: TabularPOMDP, *, pointwise: bool = True) -> PointBasedState:
+    """Drops vectors that are best at none of the witness beliefs, ``b0`` and the points.
+
+    Outside jit. With ``pointwise`` also drops pointwise-dominated vectors first
+    (skipped when ``M^2 S`` is very large).
+    """
+    mask = _alpha_mask(state)
+    M, S = state.alphas.shape
+    if pointwise and M * M * S <= 4e9:
+        mask = prune.pointwise_dominated(state.alphas, mask)
+    beliefs = jnp.concatenate([state.witnesses, state.points])
+    bmask = jnp.concatenate([_alpha_mask(state), _point_mask(state)])
+    keep = prune.best_at_beliefs(state.alphas, mask, beliefs, bmask)
+    return _compact(state, keep)
+
+
+def _grow(state: PointBasedState, *, alphas: int = 0, points: int = 0) -> PointBasedState:
+    """Reallocates the sets with at least the given free rows (doubling)."""
+    def bigger(cap, used, need):
+        while cap - used < need:
+            cap *= 2
+        return cap
+
+    M, S = state.alphas.shape
+    P = state.points.shape[0]
+    new_m = bigger(M, int(state.num_alphas), alphas)
+    new_p = bigger(P, int(state.num_points), points)
+    pad = lambda x, n: jnp.concatenate([x, jnp.zeros((n - x.shape[0],) + x.shape[1:], x.dtype)])  # noqa: E731
+    if new_m != M:
+        state = state._replace(alphas=pad(state.alphas, new_m), actions=pad(state.actions, new_m),
+                               witnesses=pad(state.witnesses, new_m))
+    if new_p != P:
+        state = state._replace(points=pad(state.points, new_p), values=pad(state.values, new_p))
+    return state
+
+
+def _make_room(state, model, need: int) -> PointBasedState:
+    """Prunes and grows the sets so that ``need`` more rows fit, with 25% to spare."""
+    M, P = state.alphas.shape[0], state.points.shape[0]
+    if M - int(state.num_alphas) < max(need, M // 4):
+        state = prune_state(state, model)
+        if M - int(state.num_alphas) < max(need, M // 4):
+            state = _grow(state, alphas=max(need, M // 2))
+    if P - int(state.num_points) < max(need, P // 4):
+        state = _grow(state, points=max(need, P // 2))
+    return state
+
+
+def _bounds_at_b0(state: PointBasedState) -> tuple[float, float]:
+    b0 = state.points[0]
+    return float(lower_bound(state, b0)), float(upper_bound(state, b0))
+
+
+def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[float] = 60.0,
+          target_gap: float = 1e-3, seed: int = 0, callback: Optional[Callable] = None,
+          config: Config = Config(), max_iterations: Optional[int] = None,
+          perseus_beliefs: int = 1000) -> SolveResult:
+    """Solves a tabular POMDP by point-based value iteration with certified bounds.
+
+    Args:
+      model: the POMDP (``discount < 1``).
+      method: ``"hsvi"`` (heuristic search, default), ``"pbvi"`` or ``"perseus"``.
+      time_limit: seconds of solving, not counting the first compilation (which is
+        reported as ``compile_seconds``); ``None`` for no limit.
+      target_gap: stop when ``upper - lower <= target_gap`` at ``b0``.
+      seed: PRNG seed (same seed, same device: same result).
+      callback: called after every step with ``(seconds, lower, upper,
+        num_vectors, num_beliefs)``; return ``False`` to stop.
+      config: :class:`Config` for ``hsvi``.
+      max_iterations: optional cap on steps.
+      perseus_beliefs: size of Perseus's belief set.
+
+    Returns:
+      A :class:`~jaxpomdp.solvers.SolveResult` whose policy is an
+      :class:`~jaxpomdp.policy.AlphaVectorPolicy`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    bounds.check_discount(model)
+    key = jax.random.key(seed)
+    t_compile = time.perf_counter()
+    state = init(model)
+    width = config.width if method == "hsvi" else 64
+    need = 2 * width
+    state = _make_room(state, model, need)
+    if method != "hsvi":
+        beliefs = np.asarray(state.points[:1])
+        if method == "perseus":
+            key, sub = jax.random.split(key)
+            beliefs = np.concatenate([beliefs, _random_beliefs(sub, model, perseus_beliefs - 1)])
+
+    compiled = {}
+
+    def hsvi_step(k, st):
+        shapes = (st.alphas.shape[0], st.points.shape[0])
+        if shapes not in compiled:
+            compiled[shapes] = update.lower(k, model, st, config).compile()
+        return compiled[shapes](k, model, st)
+
+    # compile the step and pruning on the initial shapes before the clock starts
+    if method == "hsvi":
+        hsvi_step(key, state)
+    else:
+        _sweep.lower(model, state, jnp.zeros((width, model.num_states), state.alphas.dtype),
+                     jnp.zeros(width, bool), chunk=width).compile()
+    prune_state(state, model)
+    compile_seconds = time.perf_counter() - t_compile
+
+    start = time.perf_counter()
+    lower, upper = _bounds_at_b0(state)
+    history = [(0.0, lower, upper, int(state.num_alphas), int(state.num_points))]
+    last_step = 0.0
+    iteration = 0
+
+    def time_left():
+        return math.inf if time_limit is None else time_limit - (time.perf_counter() - start)
+
+    while upper - lower > target_gap:
+        if time_left() < last_step or (max_iterations is not None and iteration >= max_iterations):
+            break
+        t_step = time.perf_counter()
+        key, sub = jax.random.split(key)
+        if time_left() > 2 * compile_seconds:  # growing recompiles; near the limit, overflow is dropped
+            state = _make_room(state, model, need)
+        if method == "hsvi":
+            state = hsvi_step(sub, state)
+        else:
+            state, beliefs = _batch_step(sub, model, state, beliefs, method, width)
+        jax.block_until_ready(state.num_alphas)
+        if iteration % 8 == 7:
+            state = prune_state(state, model)
+        last_step = time.perf_counter() - t_step
+        iteration += 1
+        new_lower, new_upper = _bounds_at_b0(state)
+        lower, upper = max(lower, new_lower), min(upper, new_upper)
+        row = (time.perf_counter() - start, lower, upper, int(state.num_alphas), int(state.num_points))
+        history.append(row)
+        if callback is not None and callback(*row) is False:
+            break
+    state = prune_state(state, model)
+    solve_seconds = time.perf_counter() - start
+    n = int(state.num_alphas)
+    alphas = np.asarray(state.alphas[:n])
+    actions = np.asarray(state.actions[:n])
+    policy = AlphaVectorPolicy(jnp.asarray(alphas), jnp.asarray(actions))
+    return SolveResult(policy=policy, lower_bound=lower, upper_bound=upper, solve_seconds=solve_seconds,
+                       compile_seconds=compile_seconds, history=history, alphas=alphas, alpha_actions=actions,
+                       info={"method": method, "iterations": iteration, "num_vectors": n,
+                             "num_points": int(state.num_points)})
+
+
+def _batch_step(key, model, state, beliefs: np.ndarray, method: str, width: int):
+    """One PBVI or Perseus step over the host-held belief set."""
+    n = len(beliefs)
+    if method == "pbvi":
+        padded = width * 2 ** max(0, math.ceil(math.log2(n / width)))  # few distinct shapes
+        bs = np.zeros((padded, beliefs.shape[1]), beliefs.dtype)
+        bs[:n] = beliefs
+        valid = np.arange(padded) < n
+        state = _make_room(state, model, padded)
+        state = _sweep(model, state, jnp.asarray(bs), jnp.asarray(valid), chunk=width)
+        # expand: each belief's farthest simulated successor (padded shapes: one compile per size)
+        children, dist = _expand(key, model, jnp.asarray(bs), jnp.asarray(valid))
+        children, dist = np.asarray(children)[:n], np.asarray(dist)[:n]
+        new = children[dist > 1e-6]
+        if len(new):
+            _, first = np.unique(np.round(new, 9), axis=0, return_index=True)
+            beliefs = np.concatenate([beliefs, new[np.sort(first)]])
+        return state, beliefs
+    # perseus: back up random not-yet-improved beliefs until all have improved
+    old = np.asarray(_values_at(state, jnp.asarray(beliefs)))
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()[-1])
+    pending = np.ones(n, bool)
+    while pending.any():
+        rows = rng.choice(np.flatnonzero(pending), size=min(width, int(pending.sum())), replace=False)
+        bs = np.zeros((width, beliefs.shape[1]), beliefs.dtype)
+        bs[:len(rows)] = beliefs[rows]
+        valid = np.arange(width) < len(rows)
+        state = _make_room(state, model, width)
+        state = _sweep(model, state, jnp.asarray(bs), jnp.asarray(valid), chunk=width)
+        now = np.asarray(_values_at(state, jnp.asarray(beliefs)))
+        pending &= now < old + 1e-9 * (1 + np.abs(old))
+        pending[rows] = False  # a belief whose backup could not improve it is done this round
+    return state, beliefs
