@@ -43,7 +43,7 @@ from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.policy import AlphaVectorPolicy
 from jaxpomdp.solvers.baseline import SolveResult
 
-__all__ = ["PointBasedState", "Config", "init", "update", "solve", "METHODS"]
+__all__ = ["PointBasedState", "Config", "default_config", "init", "update", "solve", "METHODS"]
 
 METHODS = ("hsvi", "pbvi", "perseus")
 
@@ -311,6 +311,16 @@ def _random_beliefs(key, model: TabularPOMDP, count: int) -> np.ndarray:
     return np.asarray(walk(key))
 
 
+def default_config(model: TabularPOMDP) -> Config:
+    """Fewer trials per step for large models, so that one step stays short.
+
+    The work of a trial step grows with ``A * O * S``; 16 trials for models up to
+    ``A O S = 20,000``, proportionally fewer above (at least 1).
+    """
+    size = model.num_actions * model.num_observations * model.num_states
+    return Config(width=int(max(1, min(16, 16 * 20_000 // max(size, 1)))))
+
+
 # ------------------------------------------------------------------- driver
 def _compact(state: PointBasedState, keep: np.ndarray) -> PointBasedState:
     keep = np.asarray(keep)
@@ -377,7 +387,7 @@ def _bounds_at_b0(state: PointBasedState) -> tuple[float, float]:
 
 def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[float] = 60.0,
           target_gap: float = 1e-3, seed: int = 0, callback: Optional[Callable] = None,
-          config: Config = Config(), max_iterations: Optional[int] = None,
+          config: Optional[Config] = None, max_iterations: Optional[int] = None,
           perseus_beliefs: int = 1000) -> SolveResult:
     """Solves a tabular POMDP by point-based value iteration with certified bounds.
 
@@ -390,7 +400,7 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
       seed: PRNG seed (same seed, same device: same result).
       callback: called after every step with ``(seconds, lower, upper,
         num_vectors, num_beliefs)``; return ``False`` to stop.
-      config: :class:`Config` for ``hsvi``.
+      config: :class:`Config` for ``hsvi`` (default: :func:`default_config`).
       max_iterations: optional cap on steps.
       perseus_beliefs: size of Perseus's belief set.
 
@@ -401,6 +411,8 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     bounds.check_discount(model)
+    if config is None:
+        config = default_config(model)
     key = jax.random.key(seed)
     t_compile = time.perf_counter()
     state = init(model)
@@ -415,15 +427,15 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
 
     compiled = {}
 
-    def hsvi_step(k, st):
+    def hsvi_compiled(k, st):
         shapes = (st.alphas.shape[0], st.points.shape[0])
         if shapes not in compiled:
             compiled[shapes] = update.lower(k, model, st, config).compile()
-        return compiled[shapes](k, model, st)
+        return compiled[shapes]
 
     # compile the step and pruning on the initial shapes before the clock starts
     if method == "hsvi":
-        hsvi_step(key, state)
+        hsvi_compiled(key, state)
     else:
         _sweep.lower(model, state, jnp.zeros((width, model.num_states), state.alphas.dtype),
                      jnp.zeros(width, bool), chunk=width).compile()
@@ -447,7 +459,7 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
         if time_left() > 2 * compile_seconds:  # growing recompiles; near the limit, overflow is dropped
             state = _make_room(state, model, need)
         if method == "hsvi":
-            state = hsvi_step(sub, state)
+            state = hsvi_compiled(sub, state)(sub, model, state)
         else:
             state, beliefs = _batch_step(sub, model, state, beliefs, method, width)
         jax.block_until_ready(state.num_alphas)
