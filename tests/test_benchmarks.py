@@ -1,0 +1,82 @@
+"""Smoke tests of the benchmark scripts: they run (``--quick``) and write their JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "problems"
+
+ROW_FIELDS = {"problem", "num_states", "num_actions", "num_observations", "lower", "upper", "gap",
+              "simulated", "solve_seconds", "compile_seconds", "num_vectors", "sarsop_60s",
+              "lower_vs_sarsop", "consistent_with_sarsop"}
+
+
+def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.mark.skipif(not (SHARED / "Tiger.pomdp").is_file() or not (SHARED / "1d.POMDP").is_file(),
+                    reason="needs ../shared/problems beside the repository")
+def test_point_based_benchmark_quick(tmp_path):
+    out = tmp_path / "point_based.json"
+    proc = run_script("point_based.py", "--quick", "--problems", "Tiger.pomdp,1d.POMDP", "--json", str(out))
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert [r["problem"] for r in rows] == ["Tiger.pomdp", "1d.POMDP"]
+    for r in rows:
+        assert "error" not in r, r.get("traceback")
+        assert ROW_FIELDS <= set(r), ROW_FIELDS - set(r)
+        assert r["lower"] <= r["upper"], r
+        assert r["num_vectors"] >= 1
+        sim = r["simulated"]
+        assert {"mean", "ci95_half_width", "episodes"} <= set(sim)
+        assert r["sarsop_60s"]["lower"] is not None
+        # these two converge within the quick limit: the bounds bracket SARSOP's
+        assert r["consistent_with_sarsop"] == "yes", r
+    assert (r["num_states"], r["num_actions"], r["num_observations"]) == (4, 2, 2)
+    assert data["peak_rss_mb"] > 0
+    flops = data["flops"]
+    assert flops["gflops"] > 0 and flops["numpy_matmul"]["gflops"] > 0 and flops["ratio_to_matmul"] > 0
+    assert "GFLOP/s" in proc.stdout and "Tiger.pomdp" in proc.stdout
+
+
+def test_point_based_benchmark_problem_names():
+    spec = importlib.util.spec_from_file_location("benchmark_point_based", ROOT / "benchmarks" / "point_based.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.split_problems("Tiger.pomdp,rocksample:7,8,1d.POMDP") == \
+        ["Tiger.pomdp", "rocksample:7,8", "1d.POMDP"]
+    assert bench.split_problems("rocksample:5,5:3") == ["rocksample:5,5:3"]
+    ref = {"lower": 10.0, "upper": 12.0}
+    assert bench.lower_vs_sarsop(9.96, ref) == "yes"
+    assert bench.lower_vs_sarsop(9.8, ref) == "NO"
+    assert bench.lower_vs_sarsop(10.5, ref) == "above"
+    assert bench.consistent_with_sarsop(11.0, 13.0, ref) == ("yes", False)
+    assert bench.consistent_with_sarsop(12.5, 13.0, ref) == ("NO", False)
+    assert bench.consistent_with_sarsop(9.0, 9.5, ref) == ("NO", False)
+    assert bench.consistent_with_sarsop(21.0, 22.0, {"lower": 21.1, "upper": None}) == ("yes", True)
+    # the .pomdpx twins share the .pomdp reference
+    assert bench.reference("Hallway.pomdpx") is bench.reference("Hallway.pomdp")
+
+
+def test_foundation_benchmark_quick(tmp_path):
+    out = tmp_path / "foundation.json"
+    run_script("foundation.py", "--quick", "--json", str(out))
+    data = json.loads(out.read_text())
+    assert {"load", "belief", "rollout"} <= set(data)
+    assert data["load"]["mb_per_s"] > 0
+    assert all(r["updates_per_s"] > 0 for r in data["belief"])
+    assert data["rollout"]["steps_per_s"] > 0
