@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Callable, NamedTuple, Optional
 
@@ -368,6 +369,16 @@ def _grow(state: PointBasedState, *, alphas: int = 0, points: int = 0) -> PointB
     return state
 
 
+def _with_capacities(state: PointBasedState, alphas: int, points: int) -> PointBasedState:
+    """Abstract shapes (``jax.ShapeDtypeStruct``) of the state with other capacities."""
+    S = state.alphas.shape[1]
+    spec = jax.ShapeDtypeStruct
+    return state._replace(
+        alphas=spec((alphas, S), state.alphas.dtype), actions=spec((alphas,), state.actions.dtype),
+        witnesses=spec((alphas, S), state.witnesses.dtype), points=spec((points, S), state.points.dtype),
+        values=spec((points,), state.values.dtype))
+
+
 def _make_room(state, model, need: int) -> PointBasedState:
     """Prunes and grows the sets so that ``need`` more rows fit, with 25% to spare."""
     M, P = state.alphas.shape[0], state.points.shape[0]
@@ -425,13 +436,23 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
             key, sub = jax.random.split(key)
             beliefs = np.concatenate([beliefs, _random_beliefs(sub, model, perseus_beliefs - 1)])
 
-    compiled = {}
+    # compiled steps by set capacities; the next larger one is compiled in the
+    # background while the current one runs, so growing rarely stalls the search
+    compiled: dict = {}
+    executor = ThreadPoolExecutor(max_workers=1)
+
+    def step_for(capacities, st):
+        if capacities not in compiled:
+            spec = _with_capacities(st, *capacities)
+            compiled[capacities] = executor.submit(lambda: update.lower(key, model, spec, config).compile())
+        return compiled[capacities]
 
     def hsvi_compiled(k, st):
-        shapes = (st.alphas.shape[0], st.points.shape[0])
-        if shapes not in compiled:
-            compiled[shapes] = update.lower(k, model, st, config).compile()
-        return compiled[shapes]
+        return step_for((st.alphas.shape[0], st.points.shape[0]), st).result()
+
+    def next_capacities(st):
+        M, P = st.alphas.shape[0], st.points.shape[0]
+        return (2 * M if int(st.num_alphas) > 0.6 * M else M, 2 * P if int(st.num_points) > 0.6 * P else P)
 
     # compile the step and pruning on the initial shapes before the clock starts
     if method == "hsvi":
@@ -456,11 +477,17 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
             break
         t_step = time.perf_counter()
         key, sub = jax.random.split(key)
-        if time_left() > 2 * compile_seconds:  # growing recompiles; near the limit, overflow is dropped
-            state = _make_room(state, model, need)
         if method == "hsvi":
+            grown = next_capacities(state)
+            if grown != (state.alphas.shape[0], state.points.shape[0]):
+                step_for(grown, state)  # start compiling it now
+            # growing needs that compilation; near the limit, overflow is dropped instead
+            if time_left() > 2 * compile_seconds or step_for(grown, state).done():
+                state = _make_room(state, model, need)
             state = hsvi_compiled(sub, state)(sub, model, state)
         else:
+            if time_left() > 2 * compile_seconds:
+                state = _make_room(state, model, need)
             state, beliefs = _batch_step(sub, model, state, beliefs, method, width)
         jax.block_until_ready(state.num_alphas)
         if iteration % 8 == 7:
@@ -473,6 +500,7 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
         history.append(row)
         if callback is not None and callback(*row) is False:
             break
+    executor.shutdown(wait=False, cancel_futures=True)
     state = prune_state(state, model)
     solve_seconds = time.perf_counter() - start
     n = int(state.num_alphas)
