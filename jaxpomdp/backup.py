@@ -52,12 +52,15 @@ class Backup(NamedTuple):
       action: int32[] its action ``a*``.
       value: float[] ``alpha . b = max_a Q_L(b, a)``.
       q: float[A] ``Q_L(b, a)`` for every action.
+      successors: int32[O] ``k*(a*, o)``, the vector the new one continues with after
+        each observation (so the set can be kept closed when pruned).
     """
 
     alpha: jax.Array
     action: jax.Array
     value: jax.Array
     q: jax.Array
+    successors: jax.Array
 
 
 def lower_value(alphas: jax.Array, mask: jax.Array, b: jax.Array) -> jax.Array:
@@ -114,7 +117,7 @@ def point_backup(model: TabularPOMDP, alphas: jax.Array, mask: jax.Array, b: jax
     q = model.reward @ b + model.discount * jnp.sum(best, axis=-1)  # [A]
     a = jnp.argmax(q).astype(jnp.int32)
     alpha = backed_up_vector(model, alphas, a, chosen[a])
-    return Backup(alpha, a, q[a], q)
+    return Backup(alpha, a, q[a], q, chosen[a].astype(jnp.int32))
 
 
 def point_backup_batch(model: TabularPOMDP, alphas: jax.Array, mask: jax.Array, beliefs: jax.Array,

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["pointwise_dominated", "best_at_beliefs"]
+__all__ = ["pointwise_dominated", "dominators", "best_at_beliefs"]
 
 
 @jax.jit
@@ -38,6 +38,31 @@ def pointwise_dominated(alphas: jax.Array, mask: jax.Array) -> jax.Array:
         return jnp.any(beats)
 
     return mask & ~lax.map(dominated, idx, batch_size=min(64, M))
+
+
+@jax.jit
+def dominators(alphas: jax.Array, mask: jax.Array) -> jax.Array:
+    """For each vector, an undominated vector in use that dominates it pointwise.
+
+    Args:
+      alphas: float[M, S].
+      mask: bool[M] vectors in use.
+
+    Returns:
+      int32[M]: ``j`` with ``alphas[j] >= alphas[i]`` everywhere and ``j`` kept by
+      :func:`pointwise_dominated`; ``i`` itself for vectors that are kept; -1 for
+      vectors not in use. Links to a dominated vector may be redirected to its
+      dominator: the dominator is worth at least as much in every state.
+    """
+    M = alphas.shape[0]
+    kept = pointwise_dominated(alphas, mask)
+
+    def find(i):
+        ge = jnp.all(alphas >= alphas[i], axis=1) & kept
+        return jnp.where(kept[i], i, jnp.argmax(ge))
+
+    out = lax.map(find, jnp.arange(M), batch_size=min(64, M)).astype(jnp.int32)
+    return jnp.where(mask, out, -1)
 
 
 @jax.jit

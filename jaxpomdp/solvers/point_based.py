@@ -70,6 +70,9 @@ class PointBasedState(NamedTuple):
       alphas: float[M, S] lower-bound vectors (the first ``num_alphas`` in use).
       actions: int32[M] their actions.
       witnesses: float[M, S] the belief each vector was backed up at.
+      successors: int32[M, O] the vectors each one continues with after each
+        observation (a blind vector continues with itself). Pruning keeps this set
+        closed, so acting greedily on the vectors earns at least the lower bound.
       num_alphas: int32[].
       points: float[P, S] upper-bound belief points (``points[0] = b0``).
       values: float[P] their upper bounds.
@@ -81,6 +84,7 @@ class PointBasedState(NamedTuple):
     alphas: jax.Array
     actions: jax.Array
     witnesses: jax.Array
+    successors: jax.Array
     num_alphas: jax.Array
     points: jax.Array
     values: jax.Array
@@ -150,10 +154,11 @@ def backup_beliefs(model: TabularPOMDP, state: PointBasedState, beliefs: jax.Arr
     out = jax.vmap(lambda b: backup.point_backup(model, state.alphas, mask, b))(beliefs)
     old_lower = jax.vmap(lambda b: lower_bound(state, b))(beliefs)
     keep = valid & (out.value > old_lower + _tolerance(old_lower))
-    (alphas, actions, witnesses), n = _insert(
-        (state.alphas, state.actions, state.witnesses), state.num_alphas,
-        (out.alpha.astype(state.alphas.dtype), out.action, beliefs), keep)
-    state = state._replace(alphas=alphas, actions=actions, witnesses=witnesses, num_alphas=n)
+    (alphas, actions, witnesses, successors), n = _insert(
+        (state.alphas, state.actions, state.witnesses, state.successors), state.num_alphas,
+        (out.alpha.astype(state.alphas.dtype), out.action, beliefs, out.successors), keep)
+    state = state._replace(alphas=alphas, actions=actions, witnesses=witnesses, successors=successors,
+                           num_alphas=n)
     if not upper:
         return state
     q = jax.vmap(lambda b: _upper_q(model, state, b)[0])(beliefs)
@@ -184,9 +189,12 @@ def init(model: TabularPOMDP, *, alpha_capacity: int = 256, point_capacity: int 
     alphas = jnp.zeros((alpha_capacity, S), dtype).at[:A].set(blind)
     actions = jnp.zeros(alpha_capacity, jnp.int32).at[:A].set(jnp.arange(A, dtype=jnp.int32))
     witnesses = jnp.zeros((alpha_capacity, S), dtype).at[:A].set(b0)
+    O = model.num_observations
+    successors = jnp.zeros((alpha_capacity, O), jnp.int32).at[:A].set(
+        jnp.broadcast_to(jnp.arange(A, dtype=jnp.int32)[:, None], (A, O)))
     points = jnp.zeros((point_capacity, S), dtype).at[0].set(b0)
     values = jnp.zeros(point_capacity, dtype).at[0].set(jnp.max(q_fib @ b0))
-    return PointBasedState(alphas, actions, witnesses, jnp.int32(A), points, values, jnp.int32(1),
+    return PointBasedState(alphas, actions, witnesses, successors, jnp.int32(A), points, values, jnp.int32(1),
                            jnp.max(q_fib, axis=0), jnp.int32(0))
 
 
@@ -324,28 +332,52 @@ def default_config(model: TabularPOMDP) -> Config:
 
 # ------------------------------------------------------------------- driver
 def _compact(state: PointBasedState, keep: np.ndarray) -> PointBasedState:
+    """Moves the kept vectors to the front, renumbering their successor links."""
     keep = np.asarray(keep)
     idx = np.flatnonzero(keep)
-    M = state.alphas.shape[0]
     order = np.concatenate([idx, np.flatnonzero(~keep)])
+    renumber = np.zeros(len(keep), np.int32)
+    renumber[order] = np.arange(len(keep), dtype=np.int32)
     take = lambda x: jnp.asarray(np.asarray(x)[order])  # noqa: E731
+    successors = renumber[np.asarray(state.successors)[order]]
     return state._replace(alphas=take(state.alphas), actions=take(state.actions),
-                          witnesses=take(state.witnesses), num_alphas=jnp.int32(len(idx)))
+                          witnesses=take(state.witnesses), successors=jnp.asarray(successors),
+                          num_alphas=jnp.int32(len(idx)))
 
 
-def prune_state(state: PointBasedState, model: TabularPOMDP, *, pointwise: bool = True) -> PointBasedState:
-    """Drops vectors that are best at none of the witness beliefs, ``b0`` and the points.
+def _closure(keep: np.ndarray, successors: np.ndarray) -> np.ndarray:
+    """``keep`` plus every vector a kept vector continues with, transitively."""
+    keep = keep.copy()
+    while True:
+        linked = np.zeros_like(keep)
+        linked[successors[keep].ravel()] = True
+        if not (linked & ~keep).any():
+            return keep
+        keep |= linked
 
-    Outside jit. With ``pointwise`` also drops pointwise-dominated vectors first
-    (skipped when ``M^2 S`` is very large).
+
+def prune_state(state: PointBasedState, model: TabularPOMDP) -> PointBasedState:
+    """Drops pointwise-dominated vectors (moving links to their dominators) and
+    vectors that are best at none of the witness beliefs and points and that no
+    kept vector continues with.
+
+    Outside jit. Keeping the successors of kept vectors keeps the set closed: every
+    kept vector is then ``<=`` the Bellman backup of the kept set, so the policy that
+    acts greedily on them earns at least ``max_k alpha_k . b0`` (the lower bound).
     """
+    del model
     mask = _alpha_mask(state)
     M, S = state.alphas.shape
-    if pointwise and M * M * S <= 4e9:
-        mask = prune.pointwise_dominated(state.alphas, mask)
+    successors = np.asarray(state.successors)
+    if M * M * S <= 4e9:  # links to pointwise-dominated vectors move to their dominators
+        dom = np.asarray(prune.dominators(state.alphas, mask))
+        mask = jnp.asarray(dom == np.arange(M))
+        successors = np.where(dom[successors] >= 0, dom[successors], successors)
+        state = state._replace(successors=jnp.asarray(successors))
     beliefs = jnp.concatenate([state.witnesses, state.points])
     bmask = jnp.concatenate([_alpha_mask(state), _point_mask(state)])
-    keep = prune.best_at_beliefs(state.alphas, mask, beliefs, bmask)
+    keep = np.asarray(prune.best_at_beliefs(state.alphas, mask, beliefs, bmask))
+    keep = _closure(keep, successors) & np.asarray(mask)
     return _compact(state, keep)
 
 
@@ -363,7 +395,7 @@ def _grow(state: PointBasedState, *, alphas: int = 0, points: int = 0) -> PointB
     pad = lambda x, n: jnp.concatenate([x, jnp.zeros((n - x.shape[0],) + x.shape[1:], x.dtype)])  # noqa: E731
     if new_m != M:
         state = state._replace(alphas=pad(state.alphas, new_m), actions=pad(state.actions, new_m),
-                               witnesses=pad(state.witnesses, new_m))
+                               witnesses=pad(state.witnesses, new_m), successors=pad(state.successors, new_m))
     if new_p != P:
         state = state._replace(points=pad(state.points, new_p), values=pad(state.values, new_p))
     return state
@@ -375,7 +407,8 @@ def _with_capacities(state: PointBasedState, alphas: int, points: int) -> PointB
     spec = jax.ShapeDtypeStruct
     return state._replace(
         alphas=spec((alphas, S), state.alphas.dtype), actions=spec((alphas,), state.actions.dtype),
-        witnesses=spec((alphas, S), state.witnesses.dtype), points=spec((points, S), state.points.dtype),
+        witnesses=spec((alphas, S), state.witnesses.dtype),
+        successors=spec((alphas, state.successors.shape[1]), state.successors.dtype), points=spec((points, S), state.points.dtype),
         values=spec((points,), state.values.dtype))
 
 
@@ -477,18 +510,22 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
             break
         t_step = time.perf_counter()
         key, sub = jax.random.split(key)
+        # growing compiles new shapes (the step, pruning); near the limit, overflow is
+        # dropped instead (the bounds stay valid)
+        may_grow = time_left() > 2 * compile_seconds
         if method == "hsvi":
             grown = next_capacities(state)
-            if grown != (state.alphas.shape[0], state.points.shape[0]):
-                step_for(grown, state)  # start compiling it now
-            # growing needs that compilation; near the limit, overflow is dropped instead
-            if time_left() > 2 * compile_seconds or step_for(grown, state).done():
+            if may_grow and grown != (state.alphas.shape[0], state.points.shape[0]):
+                step_for(grown, state)  # start compiling it now, in the background
+            if may_grow:
                 state = _make_room(state, model, need)
             state = hsvi_compiled(sub, state)(sub, model, state)
         else:
-            if time_left() > 2 * compile_seconds:
-                state = _make_room(state, model, need)
-            state, beliefs = _batch_step(sub, model, state, beliefs, method, width)
+            if may_grow:
+                state = _make_room(state, model, max(need, len(beliefs) + width))
+            deadline = math.inf if time_limit is None else start + time_limit
+            state, beliefs = _batch_step(sub, model, state, beliefs, method, width, grow=may_grow,
+                                         deadline=deadline)
         jax.block_until_ready(state.num_alphas)
         if iteration % 8 == 7:
             state = prune_state(state, model)
@@ -513,34 +550,37 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
                              "num_points": int(state.num_points)})
 
 
-def _batch_step(key, model, state, beliefs: np.ndarray, method: str, width: int):
-    """One PBVI or Perseus step over the host-held belief set."""
+def _batch_step(key, model, state, beliefs: np.ndarray, method: str, width: int, *,
+                grow: bool, deadline: float):
+    """One PBVI or Perseus step over the host-held belief set.
+
+    ``grow``: PBVI may expand its belief set (new shapes compile); ``deadline``: a
+    ``time.perf_counter()`` value at which Perseus ends its round early.
+    """
     n = len(beliefs)
     if method == "pbvi":
         padded = width * 2 ** max(0, math.ceil(math.log2(n / width)))  # few distinct shapes
         bs = np.zeros((padded, beliefs.shape[1]), beliefs.dtype)
         bs[:n] = beliefs
         valid = np.arange(padded) < n
-        state = _make_room(state, model, padded)
         state = _sweep(model, state, jnp.asarray(bs), jnp.asarray(valid), chunk=width)
-        # expand: each belief's farthest simulated successor (padded shapes: one compile per size)
-        children, dist = _expand(key, model, jnp.asarray(bs), jnp.asarray(valid))
-        children, dist = np.asarray(children)[:n], np.asarray(dist)[:n]
-        new = children[dist > 1e-6]
-        if len(new):
-            _, first = np.unique(np.round(new, 9), axis=0, return_index=True)
-            beliefs = np.concatenate([beliefs, new[np.sort(first)]])
+        if grow:  # expand: each belief's farthest simulated successor
+            children, dist = _expand(key, model, jnp.asarray(bs), jnp.asarray(valid))
+            children, dist = np.asarray(children)[:n], np.asarray(dist)[:n]
+            new = children[dist > 1e-6]
+            if len(new):
+                _, first = np.unique(np.round(new, 9), axis=0, return_index=True)
+                beliefs = np.concatenate([beliefs, new[np.sort(first)]])
         return state, beliefs
     # perseus: back up random not-yet-improved beliefs until all have improved
     old = np.asarray(_values_at(state, jnp.asarray(beliefs)))
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()[-1])
     pending = np.ones(n, bool)
-    while pending.any():
+    while pending.any() and time.perf_counter() < deadline:
         rows = rng.choice(np.flatnonzero(pending), size=min(width, int(pending.sum())), replace=False)
         bs = np.zeros((width, beliefs.shape[1]), beliefs.dtype)
         bs[:len(rows)] = beliefs[rows]
         valid = np.arange(width) < len(rows)
-        state = _make_room(state, model, width)
         state = _sweep(model, state, jnp.asarray(bs), jnp.asarray(valid), chunk=width)
         now = np.asarray(_values_at(state, jnp.asarray(beliefs)))
         pending &= now < old + 1e-9 * (1 + np.abs(old))
