@@ -174,7 +174,7 @@ def check_backup(m, alphas, mask, b, out, t=None):
     alphas64 = np.where(np.asarray(mask)[:, None], alphas64, 0.0)  # masked rows may hold NaN
     t = tol(m) if t is None else t
     q_ref, options = np_backup(T, Z, R, gamma, alphas64, np.asarray(mask), np.asarray(b, float), t)
-    alpha, action, value, q = (np.asarray(x) for x in out)
+    alpha, action, value, q, successors = (np.asarray(x) for x in out)
     assert np.all(np.isfinite(alpha)) and np.all(np.isfinite(q)) and np.isfinite(value)
     assert alpha.dtype == dtype_of(m) and action.dtype == np.int32
     np.testing.assert_allclose(q, q_ref, rtol=0, atol=t)
@@ -188,6 +188,11 @@ def check_backup(m, alphas, mask, b, out, t=None):
     errors = [np.abs(alpha - np_vector(T, Z, R, gamma, alphas64, int(action), ks)).max()
               for ks in itertools.product(*choices)]
     assert min(errors) <= t, (min(errors), choices)
+    # the successor links it reports are the ones it was built from
+    assert successors.shape == (m.num_observations,) and successors.dtype == np.int32
+    assert all(int(k) in c for k, c in zip(successors, choices)), (successors, choices)
+    np.testing.assert_allclose(alpha, np_vector(T, Z, R, gamma, alphas64, int(action), successors),
+                               rtol=0, atol=t)
 
 
 @pytest.mark.parametrize("name", NAMES)
