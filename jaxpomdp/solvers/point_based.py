@@ -48,6 +48,10 @@ __all__ = ["PointBasedState", "Config", "default_config", "init", "update", "sol
 
 METHODS = ("hsvi", "pbvi", "perseus")
 
+#: Seconds a recompilation for grown sets is assumed to take at least (the measured
+#: first compilation can be near zero when the shapes were already in JAX's cache).
+MIN_COMPILE_ESTIMATE = 5.0
+
 
 class Config(NamedTuple):
     """Static settings (they fix array shapes, so a change recompiles).
@@ -512,7 +516,7 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
         key, sub = jax.random.split(key)
         # growing compiles new shapes (the step, pruning); near the limit, overflow is
         # dropped instead (the bounds stay valid)
-        may_grow = time_left() > 2 * compile_seconds
+        may_grow = time_left() > 2 * max(compile_seconds, MIN_COMPILE_ESTIMATE)
         if method == "hsvi":
             grown = next_capacities(state)
             if may_grow and grown != (state.alphas.shape[0], state.points.shape[0]):
