@@ -27,7 +27,7 @@ from jaxpomdp.io import atomic_write, load_pomdp
 from jaxpomdp.io.alpha import write_alpha
 from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP
 from jaxpomdp.simulate import evaluate
-from jaxpomdp.solvers import SOLVERS
+from jaxpomdp.solvers import POLICY_GRADIENT, SOLVERS
 
 __all__ = ["main", "build_parser", "resolve_problem"]
 
@@ -60,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps per simulated episode (default: enough for a 1%% discounted tail)")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                    help=f"allowed |row sum - 1| in model files (default {DEFAULT_TOLERANCE:g})")
+    g = p.add_argument_group("policy-gradient solvers (gpomdp, conjpomdp)")
+    g.add_argument("--memory", type=int, default=1, metavar="M",
+                   help="memory states of the stochastic policy: 1 = reactive (default), "
+                        "M > 1 = a finite-state controller")
+    g.add_argument("--objective", choices=("average", "discounted"), default="average",
+                   help="maximise the average reward (the paper; default) or the discounted value from b0")
+    g.add_argument("--beta", type=float, default=None, metavar="B",
+                   help="GPOMDP's trace discount in [0, 1) (default 0.9)")
+    g.add_argument("--restarts", type=int, default=1, metavar="R",
+                   help="gpomdp: independent random starts trained together, the best kept (default 1)")
     p.add_argument("--list", action="store_true", help="list the built-in problems and exit")
     p.add_argument("--quiet", action="store_true", help="no progress on standard error")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -94,6 +104,38 @@ def _progress_line(quiet: bool):
                   f"vectors {num_vectors}  beliefs {num_beliefs}", file=sys.stderr, flush=True)
 
     return report
+
+
+def _gradient_progress(quiet: bool):
+    """A policy-gradient callback printing ``time, iteration, eta estimate, |gradient|`` about once a second."""
+    if quiet:
+        return None
+    state = {"last": -math.inf}
+
+    def report(seconds, eta, grad_norm, iteration):
+        if seconds - state["last"] >= 1.0:
+            state["last"] = seconds
+            print(f"{seconds:7.1f} s  iteration {iteration}  eta {eta:.6g}  |gradient| {grad_norm:.3g}",
+                  file=sys.stderr, flush=True)
+
+    return report
+
+
+def _gradient_config(args: argparse.Namespace):
+    if args.memory < 1:
+        raise UserError(f"--memory must be at least 1, got {args.memory}")
+    if args.restarts < 1:
+        raise UserError(f"--restarts must be at least 1, got {args.restarts}")
+    if args.beta is not None and not 0 <= args.beta < 1:
+        raise UserError(f"--beta must be in [0, 1), got {args.beta}")
+    fields = {"memory": args.memory, "objective": args.objective}
+    if args.beta is not None:
+        fields["beta"] = args.beta
+    if args.solver == "gpomdp":
+        fields["num_restarts"] = args.restarts
+    elif args.restarts != 1:
+        raise UserError("--restarts is for --solver gpomdp")
+    return POLICY_GRADIENT[args.solver](**fields)
 
 
 def resolve_problem(name: str, *, tolerance: float = DEFAULT_TOLERANCE,
@@ -135,8 +177,13 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.target_gap >= 0:
         raise UserError(f"--target-gap must be non-negative, got {args.target_gap}")
-    result = SOLVERS[args.solver](model, time_limit=args.time_limit, target_gap=args.target_gap,
-                                  seed=args.seed, callback=_progress_line(args.quiet))
+    if args.solver in POLICY_GRADIENT:
+        result = SOLVERS[args.solver](model, time_limit=args.time_limit, target_gap=args.target_gap,
+                                      seed=args.seed, callback=_gradient_progress(args.quiet),
+                                      config=_gradient_config(args))
+    else:
+        result = SOLVERS[args.solver](model, time_limit=args.time_limit, target_gap=args.target_gap,
+                                      seed=args.seed, callback=_progress_line(args.quiet))
     ev = evaluate(jax.random.key(args.seed), model, result.policy,
                   num_episodes=args.episodes, horizon=args.horizon)
     mean, stderr = float(ev.mean), float(ev.stderr)
@@ -150,6 +197,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"upper bound  {upper:.6g}" if upper is not None else "upper bound  -")
     if gap is not None:
         print(f"gap          {gap:.6g}")
+    if args.solver in POLICY_GRADIENT:
+        eta = result.info.get("exact_average_reward")
+        last = result.history[-1][1] if result.history else float("nan")
+        print(f"policy       {result.info['policy']}, {result.info['memory_states']} memory state(s), "
+              f"{result.info['iterations']} iterations, {result.info['environment_steps']} steps simulated")
+        print(f"avg reward   {eta:.6g} (exact)" if eta is not None else f"avg reward   {last:.6g} (estimate)")
     print(f"simulated    {mean:.6g} ± {1.96 * stderr:.3g} (95% CI, {ev.num_episodes} episodes, "
           f"horizon {ev.horizon}, tail ≤ {float(ev.truncation_bound):.2g})")
     print(f"time         solve {result.solve_seconds:.3f} s, compile {result.compile_seconds:.3f} s")
@@ -178,11 +231,20 @@ def run(args: argparse.Namespace) -> int:
             "target_gap": args.target_gap,
             "num_vectors": None if result.alphas is None else int(len(result.alphas)),
             "backend": jax.default_backend(),
+            **({"policy_gradient": _json_info(result.info)} if args.solver in POLICY_GRADIENT else {}),
             "jaxpomdp_version": __version__,
         }
         atomic_write(args.json, json.dumps(record, indent=2) + "\n")
         print(f"results      {args.json}")
     return 0
+
+
+def _json_info(info: dict) -> dict:
+    keys = ("policy", "memory_states", "parameters", "iterations", "environment_steps", "gradient_evaluations",
+            "exact_average_reward", "exact_discounted_value", "config", "params")
+    out = {k: info[k] for k in keys if k in info}
+    out["exact_average_reward"] = _num(out.get("exact_average_reward"))
+    return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

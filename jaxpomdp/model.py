@@ -114,6 +114,10 @@ class TabularPOMDP:
       discount: float[] the discount factor (a leaf, so it can be vmapped).
       state_features: optional float[S, F] features of each state (``features``
         returns a one-hot vector when it is None).
+      observation_features: optional float[O, G] features of each observation,
+        what a policy that sees observations through features (the GPOMDP
+        policies) receives (:meth:`observation_feature` returns a one-hot vector
+        when it is None).
       state_names, action_names, observation_names: static names (or None).
 
     Build one with :meth:`TabularPOMDP.create` (canonical sparse form from NumPy
@@ -128,6 +132,7 @@ class TabularPOMDP:
     initial_belief: jax.Array
     discount: jax.Array
     state_features: Optional[jax.Array] = None
+    observation_features: Optional[jax.Array] = None
     state_names: Optional[Names] = struct.field(pytree_node=False, default=None)
     action_names: Optional[Names] = struct.field(pytree_node=False, default=None)
     observation_names: Optional[Names] = struct.field(pytree_node=False, default=None)
@@ -162,7 +167,7 @@ class TabularPOMDP:
     @classmethod
     def create(cls, next_state, next_prob, obs_prob, reward, initial_belief, discount, *,
                state_names=None, action_names=None, observation_names=None,
-               state_features=None, dtype=None) -> "TabularPOMDP":
+               state_features=None, observation_features=None, dtype=None) -> "TabularPOMDP":
         """Builds a model in canonical form from host (NumPy) arrays.
 
         Canonical form: in each ``(a, s)`` row the successors with nonzero
@@ -181,6 +186,7 @@ class TabularPOMDP:
           discount: scalar.
           state_names, action_names, observation_names: optional sequences of str.
           state_features: optional float[S, F].
+          observation_features: optional float[O, G].
           dtype: float dtype of the arrays (default: JAX's default float, float32
             unless ``jax_enable_x64``).
 
@@ -215,6 +221,13 @@ class TabularPOMDP:
             if feats.ndim != 2 or feats.shape[0] != S:
                 raise InvalidModelError(f"state_features must have shape [S={S}, F]; got {feats.shape}")
             feats = jnp.asarray(feats.astype(dtype))
+        obs_feats = None
+        if observation_features is not None:
+            obs_feats = np.asarray(observation_features)
+            if obs_feats.ndim != 2 or obs_feats.shape[0] != obs.shape[2]:
+                raise InvalidModelError(
+                    f"observation_features must have shape [O={obs.shape[2]}, G]; got {obs_feats.shape}")
+            obs_feats = jnp.asarray(obs_feats.astype(dtype))
         return cls(
             next_state=jnp.asarray(ns.astype(np.int32)),
             next_prob=jnp.asarray(npb.astype(dtype)),
@@ -223,6 +236,7 @@ class TabularPOMDP:
             initial_belief=jnp.asarray(b0.astype(dtype)),
             discount=jnp.asarray(np.asarray(discount, dtype)),
             state_features=feats,
+            observation_features=obs_feats,
             state_names=_names(state_names, S, "state"),
             action_names=_names(action_names, A, "action"),
             observation_names=_names(observation_names, obs.shape[2], "observation"),
@@ -252,6 +266,12 @@ class TabularPOMDP:
         if self.state_features is not None:
             return self.state_features[state]
         return jax.nn.one_hot(state, self.num_states, dtype=self.reward.dtype)
+
+    def observation_feature(self, observation: jax.Array) -> jax.Array:
+        """``observation_features[observation]``, or the one-hot vector of ``observation``."""
+        if self.observation_features is not None:
+            return self.observation_features[observation]
+        return jax.nn.one_hot(observation, self.num_observations, dtype=self.reward.dtype)
 
 
 def _safe_log(p):
@@ -297,7 +317,7 @@ def from_dense(transition, observation, reward, initial_belief, discount, **name
       initial_belief: float[S].
       discount: scalar.
       **names: ``state_names``, ``action_names``, ``observation_names``,
-        ``state_features``, ``dtype`` as in :meth:`TabularPOMDP.create`.
+        ``state_features``, ``observation_features``, ``dtype`` as in :meth:`TabularPOMDP.create`.
 
     Example:
       >>> import numpy as np
@@ -359,6 +379,9 @@ def validate(model: TabularPOMDP, *, tolerance: float = DEFAULT_TOLERANCE) -> Ta
         raise InvalidModelError(f"next_state must be integer; got {ns.dtype}")
     if model.state_features is not None and np.shape(model.state_features)[:1] != (S,):
         raise InvalidModelError(f"state_features has shape {np.shape(model.state_features)}; expected [S={S}, F]")
+    if model.observation_features is not None and np.shape(model.observation_features)[:1] != (O,):
+        raise InvalidModelError(
+            f"observation_features has shape {np.shape(model.observation_features)}; expected [O={O}, G]")
 
     sn, an, on = model.state_name, model.action_name, model.observation_name
 

@@ -8,7 +8,10 @@ A policy is a pytree with three pure methods::
 
 ``memory`` is whatever the policy remembers of the history (a belief, a
 controller node, nothing); it must keep one shape and dtype, so that it can be a
-``lax.scan`` carry. Policies are frozen ``flax.struct`` dataclasses, so they can be
+``lax.scan`` carry. A policy whose memory changes at random when it acts (a
+stochastic finite-state controller, :mod:`jaxpomdp.stochastic`) may define
+``action, memory = policy.sample(key, memory)`` as well; ``simulate.rollout``
+then calls it instead of ``act`` and passes the memory it returns to ``update``. Policies are frozen ``flax.struct`` dataclasses, so they can be
 passed through ``jit`` and stacked and vmapped like any pytree.
 """
 

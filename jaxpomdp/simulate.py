@@ -107,9 +107,13 @@ def rollout(key: jax.Array, model: Any, policy: Any, horizon: int) -> Trajectory
     def step(carry, key):
         state, memory, done = carry
         key_act, key_step = jax.random.split(key)
-        action = jnp.asarray(policy.act(key_act, memory), jnp.int32)
+        if hasattr(policy, "sample"):  # a policy that draws memory with its action
+            action, memory_after = policy.sample(key_act, memory)
+        else:
+            action, memory_after = policy.act(key_act, memory), memory
+        action = jnp.asarray(action, jnp.int32)
         next_state, obs, reward, terminal = model.step(key_step, state, action)
-        next_memory = policy.update(model, memory, action, obs)
+        next_memory = policy.update(model, memory_after, action, obs)
         reward = jnp.where(done, jnp.zeros_like(reward), reward)
         next_done = done | terminal
         carry = (_where_tree(done, state, next_state), _where_tree(done, memory, next_memory), next_done)

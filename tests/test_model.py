@@ -136,7 +136,7 @@ def test_validate_without_names_uses_indices():
 def test_pytree_flatten_unflatten_keeps_leaves_and_names():
     m = problems.three_state()
     leaves, treedef = jax.tree.flatten(m)
-    assert len(leaves) == 7  # six arrays and the state features
+    assert len(leaves) == 8  # six arrays, the state and the observation features
     back = jax.tree.unflatten(treedef, leaves)
     chex.assert_trees_all_equal(back, m)
     assert back.state_names == ("A", "B", "C") and back.action_names == ("a1", "a2")

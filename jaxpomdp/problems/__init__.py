@@ -6,7 +6,7 @@
   the same model as the ``Tiger.pomdp`` file of APPL/SARSOP.
 * ``three-state``: the three-state system of Baxter & Bartlett's experiments
   (``docs/ALGORITHMS.md`` §3 of the project), with the paper's observation
-  features as ``state_features``.
+  features as ``state_features`` and ``observation_features``.
 * every model file shipped in this package's ``data/`` folder, by its file name
   in lower case without the ``.pomdp``/``.pomdpx`` suffix (``hallway``,
   ``tiger-grid``, ``4x3.95``, ``rocksample_4_4``, ...); where that name is already
@@ -68,7 +68,8 @@ def three_state(discount: float = 0.95) -> TabularPOMDP:
     the expected reward ``R(s, a) = sum_s' T(s'|s, a) r(s')`` (the same average
     reward eta as the paper's ``r(i_{t+1})``). Each state is observed exactly
     (observations A, B, C); the paper's policy sees the features ``phi(state)``,
-    given here as ``state_features``. Always-a2 earns eta = 0.8 (the optimum),
+    given here as ``state_features`` and, for the observation of each state, as
+    ``observation_features``. Always-a2 earns eta = 0.8 (the optimum),
     always-a1 0.2. The discount is only for discounted evaluation.
     """
     P1 = np.array([[0.0, 0.8, 0.2], [0.8, 0.0, 0.2], [0.0, 0.8, 0.2]])
@@ -80,7 +81,8 @@ def three_state(discount: float = 0.95) -> TabularPOMDP:
     return from_dense(T, Z, R, np.full(3, 1.0 / 3.0), discount,
                       state_names=["A", "B", "C"], action_names=["a1", "a2"],
                       observation_names=["A", "B", "C"],
-                      state_features=THREE_STATE_FEATURES)
+                      state_features=THREE_STATE_FEATURES,
+                      observation_features=THREE_STATE_FEATURES)
 
 
 _BUILTIN: dict[str, Callable[[], TabularPOMDP]] = {"tiger": tiger, "three-state": three_state}

@@ -10,10 +10,17 @@ Available now (``SOLVERS``):
 * ``hsvi`` (the default of the command line), ``pbvi``, ``perseus``: point-based
   value iteration with certified lower and upper bounds
   (:mod:`jaxpomdp.solvers.point_based`).
+* ``gpomdp``: stochastic gradient ascent (optax) on GPOMDP's gradient estimate of
+  a stochastic policy's average reward or discounted value
+  (:mod:`jaxpomdp.solvers.gpomdp`); ``conjpomdp``: Baxter & Bartlett's
+  conjugate-gradient ascent with GPOMDP as its gradient oracle
+  (:mod:`jaxpomdp.solvers.conjpomdp`). They need only a simulator and report no
+  bounds.
 
 Every solver is called as ``solve(model, *, time_limit, target_gap, seed,
 callback)``; ``callback(seconds, lower, upper, num_vectors, num_beliefs)`` is
-called as it progresses.
+called as it progresses (the policy-gradient solvers: ``callback(seconds,
+eta_estimate, grad_norm, iteration)``).
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-from jaxpomdp.solvers import point_based
+from jaxpomdp.solvers import conjpomdp, gpomdp, point_based
 from jaxpomdp.solvers.baseline import SolveResult, solve_blind, solve_qmdp
 
-__all__ = ["SolveResult", "SOLVERS", "solve_blind", "solve_qmdp", "point_based"]
+__all__ = ["SolveResult", "SOLVERS", "POLICY_GRADIENT", "solve_blind", "solve_qmdp", "point_based",
+           "gpomdp", "conjpomdp"]
 
 #: Solver name -> ``solve(model, *, time_limit, target_gap, seed, callback) -> SolveResult``.
 SOLVERS: dict[str, Callable[..., SolveResult]] = {
@@ -33,4 +41,10 @@ SOLVERS: dict[str, Callable[..., SolveResult]] = {
     "hsvi": functools.partial(point_based.solve, method="hsvi"),
     "pbvi": functools.partial(point_based.solve, method="pbvi"),
     "perseus": functools.partial(point_based.solve, method="perseus"),
+    "gpomdp": gpomdp.solve,
+    "conjpomdp": conjpomdp.solve,
 }
+
+#: The policy-gradient solvers: they take ``config=`` (their ``Config``) and report
+#: ``callback(seconds, eta_estimate, grad_norm, iteration)``; no bounds.
+POLICY_GRADIENT: dict[str, type] = {"gpomdp": gpomdp.Config, "conjpomdp": conjpomdp.Config}

@@ -1,0 +1,312 @@
+"""CONJPOMDP and GSEARCH (Baxter & Bartlett 2001): conjugate gradients from gradient estimates.
+
+Polak–Ribière conjugate-gradient ascent that never evaluates the objective, only
+a gradient oracle ``GRAD(key, theta)`` (GPOMDP, or anything else), with the
+line search GSEARCH that uses only the sign of ``p(s) = GRAD(theta + s h) . h``
+(project ``docs/ALGORITHMS.md`` §3)::
+
+    CONJPOMDP(GRAD, theta, s0, eps):
+        g = h = GRAD(theta)
+        while ||g||^2 >= eps:
+            theta = GSEARCH(GRAD, theta, h, s0, eps)
+            D = GRAD(theta)
+            gamma = (D - g) . D / ||g||^2
+            h = D + gamma h
+            if h . D < 0: h = D
+            g = D
+
+    GSEARCH(GRAD, theta, h, s0, eps):
+        s = s0; p = GRAD(theta + s h) . h
+        if p < 0:   repeat  s+ = s, p+ = p, s = s / 2, p = p(s)  until p > -eps;  s- = s, p- = p
+        else:       repeat  s- = s, p- = p, s = 2 s,   p = p(s)  until p < eps;   s+ = s, p+ = p
+        if p- > 0 and p+ < 0:  s = s- - p- (s+ - s-) / (p+ - p-)      (secant zero)
+        else:                  s = (s- + s+) / 2
+        return theta + s h
+
+Noisy signs are the failure mode, so the halvings/doublings are capped
+(``max_line_steps``) as are the outer iterations. Everything is an (init,
+update) pair of pure functions on a :class:`ConjState` (the line search is a
+``lax.while_loop``), so a whole iteration runs compiled on the device;
+:func:`conjpomdp` loops it on the host with a cap, and :func:`solve` adds the
+time limit and progress of the command line's ``--solver conjpomdp``. Parameters
+may be any pytree (flattened internally).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.flatten_util import ravel_pytree
+
+from jaxpomdp.solvers import gpomdp as gpomdp_lib
+from jaxpomdp.solvers.baseline import SolveResult, compile_cached
+
+__all__ = ["ConjState", "LineSearch", "gsearch", "init", "update", "conjpomdp", "Config", "solve",
+           "gpomdp_oracle"]
+
+GradFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+class LineSearch(NamedTuple):
+    """What :func:`gsearch` returns: the new point and how it was found.
+
+    Attributes:
+      params: float[K] ``theta + step h``.
+      step: float[] the step ``s`` taken.
+      bracket: ``(s-, s+)``.
+      slopes: ``(p-, p+)``, the sign-carrying slopes at the bracket ends.
+      evaluations: int32[] gradient evaluations used.
+      secant: bool[] whether the secant zero (rather than the midpoint) was taken.
+    """
+
+    params: jax.Array
+    step: jax.Array
+    bracket: tuple
+    slopes: tuple
+    evaluations: jax.Array
+    secant: jax.Array
+
+
+def gsearch(key: jax.Array, grad_fn: GradFn, theta: jax.Array, h: jax.Array, s0, eps,
+            max_line_steps: int = 30) -> LineSearch:
+    """GSEARCH: a line maximum along ``h`` from the signs of ``GRAD . h`` only.
+
+    Args:
+      key: a PRNG key (one fresh subkey per gradient evaluation).
+      grad_fn: ``GRAD(key, theta) -> float[K]``, pure and traceable.
+      theta, h: float[K] the point and the search direction.
+      s0: the first step tried.
+      eps: the slope tolerance that ends the halving (``p > -eps``) or doubling
+        (``p < eps``).
+      max_line_steps: cap on halvings or doublings (static).
+    """
+    dtype = theta.dtype
+    s0 = jnp.asarray(s0, dtype)
+    eps = jnp.asarray(eps, dtype)
+
+    def slope(key, s):
+        return jnp.vdot(grad_fn(key, theta + s * h), h)
+
+    # One loop, one gradient call site (so the oracle is compiled once). Evaluation 0 is
+    # at s0 and fixes the branch (back: halve, else double); every later evaluation ends
+    # the "repeat ... until" when its slope has crossed the tolerance or the cap is hit.
+    def body(carry):
+        key, n, s, s_last, p_last, _, _, back, _ = carry
+        key, k = jax.random.split(key)
+        p = slope(k, s)
+        back = jnp.where(n == 0, p < 0, back)
+        crossed = jnp.where(back, p > -eps, p < eps)
+        done = (n > 0) & (crossed | (n >= max_line_steps))
+        factor = jnp.where(back, jnp.asarray(0.5, dtype), jnp.asarray(2.0, dtype))
+        return key, n + 1, s * factor, s, p, s_last, p_last, back, done
+
+    zero = jnp.zeros((), dtype)
+    false = jnp.zeros((), bool)
+    init = (key, jnp.int32(0), s0, zero, zero, zero, zero, false, false)
+    _, n, _, s, p, s_prev, p_prev, back, _ = lax.while_loop(lambda c: ~c[-1], body, init)
+    s_minus = jnp.where(back, s, s_prev)
+    p_minus = jnp.where(back, p, p_prev)
+    s_plus = jnp.where(back, s_prev, s)
+    p_plus = jnp.where(back, p_prev, p)
+    secant = (p_minus > 0) & (p_plus < 0)
+    denom = jnp.where(secant, p_plus - p_minus, jnp.ones_like(p_plus))
+    step = jnp.where(secant, s_minus - p_minus * (s_plus - s_minus) / denom, 0.5 * (s_minus + s_plus))
+    return LineSearch(theta + step * h, step, (s_minus, s_plus), (p_minus, p_plus), n, secant)
+
+
+class ConjState(NamedTuple):
+    """The state of CONJPOMDP between iterations.
+
+    Attributes:
+      params: float[K] ``theta`` (flattened).
+      grad: float[K] ``g``, the last gradient estimate.
+      direction: float[K] ``h``.
+      key: the PRNG key for the next evaluations.
+      iteration: int32[] outer iterations done.
+      evaluations: int32[] gradient evaluations done.
+      last_step: float[] the last line-search step.
+    """
+
+    params: jax.Array
+    grad: jax.Array
+    direction: jax.Array
+    key: jax.Array
+    iteration: jax.Array
+    evaluations: jax.Array
+    last_step: jax.Array
+
+
+def init(key: jax.Array, grad_fn: GradFn, theta: jax.Array) -> ConjState:
+    """``g = h = GRAD(theta)``."""
+    key, k = jax.random.split(key)
+    g = grad_fn(k, theta)
+    return ConjState(theta, g, g, key, jnp.int32(0), jnp.int32(1), jnp.zeros((), theta.dtype))
+
+
+def update(state: ConjState, grad_fn: GradFn, *, s0, eps, max_line_steps: int = 30) -> ConjState:
+    """One CONJPOMDP iteration: GSEARCH along ``h``, a new gradient, the Polak–Ribière direction."""
+    key, k_line, k_grad = jax.random.split(state.key, 3)
+    line = gsearch(k_line, grad_fn, state.params, state.direction, s0, eps, max_line_steps)
+    g = state.grad
+    delta = grad_fn(k_grad, line.params)
+    gg = jnp.vdot(g, g)
+    gamma = jnp.where(gg > 0, jnp.vdot(delta - g, delta) / jnp.where(gg > 0, gg, 1), 0)
+    h = delta + gamma * state.direction
+    h = jnp.where(jnp.vdot(h, delta) < 0, delta, h)
+    return ConjState(line.params, delta, h, key, state.iteration + 1,
+                     state.evaluations + line.evaluations + 1, line.step)
+
+
+def conjpomdp(key: jax.Array, grad_fn: Callable[[jax.Array, Any], Any], params: Any, *, s0: float = 1.0,
+              eps: float = 1e-6, max_iterations: int = 100, max_line_steps: int = 30):
+    """Runs CONJPOMDP until ``||g||^2 < eps`` or ``max_iterations`` iterations.
+
+    Args:
+      key: a PRNG key.
+      grad_fn: ``GRAD(key, params) -> gradient`` (pytrees shaped like ``params``;
+        a deterministic oracle may ignore the key).
+      params: the starting point (a pytree).
+      s0, eps, max_line_steps: as in :func:`gsearch` (``eps`` is also the
+        outer stopping tolerance on ``||g||^2``, as in the paper).
+      max_iterations: cap on outer iterations.
+
+    Returns:
+      ``(params, state)``: the final parameters (shaped like the input) and the
+      final :class:`ConjState` (its ``iteration`` counts the iterations used).
+    """
+    flat, unravel = ravel_pytree(params)
+    flat_grad = lambda k, f: ravel_pytree(grad_fn(k, unravel(f)))[0]  # noqa: E731
+    state = jax.jit(init, static_argnums=1)(key, flat_grad, flat)
+    step = jax.jit(lambda st: update(st, flat_grad, s0=s0, eps=eps, max_line_steps=max_line_steps))
+    while int(state.iteration) < max_iterations and float(jnp.vdot(state.grad, state.grad)) >= eps:
+        state = step(state)
+    return unravel(state.params), state
+
+
+def gpomdp_oracle(model: Any, policy: Any, *, beta: float, num_steps: int, num_chains: int,
+                  restart_prob: float = 0.0):
+    """``GRAD(key, params)``: GPOMDP's estimate, the mean over ``num_chains`` chains of ``num_steps`` steps.
+
+    Pure and traceable (for :func:`conjpomdp`, :func:`update` or a user's own loop).
+    ``restart_prob`` as in :func:`jaxpomdp.solvers.gpomdp.gpomdp`.
+    """
+    def grad_fn(key, params):
+        return gpomdp_lib._gpomdp(key, model, policy, params, beta, restart_prob, num_steps, num_chains)[0]
+    return grad_fn
+
+
+class Config(NamedTuple):
+    """Settings of :func:`solve`.
+
+    Attributes:
+      beta: the GPOMDP trace discount.
+      num_steps: ``T`` steps per chain per gradient estimate.
+      num_chains: chains per gradient estimate (their mean is ``GRAD``).
+      s0: GSEARCH's first step.
+      eps: the tolerance on ``||g||^2`` and on the line-search slopes.
+      max_line_steps: cap on halvings/doublings per line search.
+      max_iterations: cap on outer iterations.
+      memory: memory states of the default policy (1: memoryless).
+      objective: ``"average"`` (the paper) or ``"discounted"`` (see
+        :func:`jaxpomdp.solvers.gpomdp.restart_probability`).
+    """
+
+    beta: float = 0.9
+    num_steps: int = 1000
+    num_chains: int = 64
+    s0: float = 1.0
+    eps: float = 1e-6
+    max_line_steps: int = 20
+    max_iterations: int = 100
+    memory: int = 1
+    objective: str = "average"
+
+
+def _flat_oracle(model, policy, template, rho, config):
+    unravel = ravel_pytree(template)[1]
+    oracle = gpomdp_oracle(model, policy, beta=config.beta, num_steps=config.num_steps,
+                           num_chains=config.num_chains, restart_prob=rho)
+    return (lambda k, theta: ravel_pytree(oracle(k, unravel(theta)))[0]), unravel
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _solver_init(key, model, policy, template, rho, config):
+    grad_fn, _ = _flat_oracle(model, policy, template, rho, config)
+    return init(key, grad_fn, ravel_pytree(template)[0])
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _solver_step(state, key, model, policy, template, rho, config):
+    """One iteration, ``||g||^2`` and the progress line's eta (the average reward of one more estimate)."""
+    grad_fn, unravel = _flat_oracle(model, policy, template, rho, config)
+    state = update(state, grad_fn, s0=config.s0, eps=config.eps, max_line_steps=config.max_line_steps)
+    eta = gpomdp_lib._gpomdp(key, model, policy, unravel(state.params), config.beta, rho, config.num_steps,
+                             config.num_chains)[2]
+    return state, jnp.vdot(state.grad, state.grad), eta
+
+
+def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] = None, seed: int = 0,
+          callback: Optional[Callable[..., None]] = None, config: Optional[Config] = None,
+          policy: Any = None, params: Any = None, max_iterations: Optional[int] = None) -> SolveResult:
+    """CONJPOMDP with GPOMDP as ``GRAD``: the command line's ``--solver conjpomdp``.
+
+    Stops when ``||g||^2 < config.eps``, after ``max_iterations`` iterations, or at
+    the time limit (checked between iterations, counted after the first
+    compilation). ``target_gap`` is ignored (no bounds: ``lower_bound`` and
+    ``upper_bound`` are None). ``callback(seconds, eta_estimate, grad_norm,
+    iteration)`` reports progress, where ``eta_estimate`` is the average reward of
+    the chains of the last gradient estimate; history rows are ``(seconds,
+    eta_estimate, grad_norm, iteration, gradient evaluations)``.
+    """
+    del target_gap
+    config = config or Config()
+    if policy is None:
+        policy = gpomdp_lib.default_policy(model, memory=config.memory)
+    key = jax.random.key(seed)
+    key, k_init = jax.random.split(key)
+    if params is None:
+        params = policy.init_params(k_init)
+    unravel = ravel_pytree(params)[1]
+    max_iterations = config.max_iterations if max_iterations is None else max_iterations
+    rho = gpomdp_lib.restart_probability(model, config.objective)
+    gpomdp_lib._check(config.beta, rho, config.num_steps, config.num_chains)
+
+    key, k_state = jax.random.split(key)
+    init_fn, c1 = compile_cached(_solver_init, k_state, model, policy, params, rho, config=config)
+    state_shape = jax.eval_shape(lambda: init_fn(k_state, model, policy, params, rho))
+    step_fn, c2 = compile_cached(_solver_step, state_shape, key, model, policy, params, rho, config=config)
+    compile_seconds = c1 + c2
+
+    start = time.perf_counter()
+    state = init_fn(k_state, model, policy, params, rho)
+    grad_sq = float(jnp.vdot(state.grad, state.grad))
+    history = []
+    while int(state.iteration) < max_iterations and grad_sq >= config.eps:
+        if time.perf_counter() - start >= time_limit:
+            break
+        key, sub = jax.random.split(key)
+        state, grad_sq, eta = step_fn(state, sub, model, policy, params, rho)
+        grad_sq, eta = float(grad_sq), float(eta)
+        if not np.isfinite(grad_sq):
+            raise FloatingPointError(
+                f"CONJPOMDP: the gradient estimate is not finite at iteration {int(state.iteration)}")
+        elapsed = time.perf_counter() - start
+        history.append((elapsed, eta, grad_sq ** 0.5, int(state.iteration), int(state.evaluations)))
+        if callback is not None:
+            callback(elapsed, eta, grad_sq ** 0.5, int(state.iteration))
+    solve_seconds = time.perf_counter() - start
+    params = unravel(state.params)
+    steps = int(state.evaluations) * config.num_steps * config.num_chains
+    info = {"iterations": int(state.iteration), "gradient_evaluations": int(state.evaluations),
+            "environment_steps": steps, "gradient_norm": grad_sq ** 0.5, "config": config._asdict(),
+            **gpomdp_lib.objective_summary(model, policy, params, config.objective),
+            **gpomdp_lib.policy_info(policy, params)}
+    return SolveResult(policy=policy.as_policy(params), lower_bound=None, upper_bound=None,
+                       solve_seconds=solve_seconds, compile_seconds=compile_seconds,
+                       history=history, info=info)

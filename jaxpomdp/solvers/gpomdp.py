@@ -1,0 +1,428 @@
+"""GPOMDP and OLPOMDP (Baxter & Bartlett 2001): policy gradients from sample paths.
+
+GPOMDP follows one sample path of ``T`` steps of a
+:class:`~jaxpomdp.model.GenerativePOMDP` under a stochastic policy
+(:mod:`jaxpomdp.stochastic`), carrying the eligibility trace ``z`` and the running
+estimate ``Delta`` exactly as in the paper (project ``docs/ALGORITHMS.md`` §3)::
+
+    z_0 = 0,  Delta_0 = 0
+    z_{t+1}     = beta z_t + grad_theta log mu(h_t, u_t | theta, g_t, y_t)
+    Delta_{t+1} = Delta_t + (r_{t+1} z_{t+1} - Delta_t) / (t + 1)
+
+``beta`` discounts the trace only; rewards are not discounted. ``r_{t+1}`` is the
+reward the simulator pays for the step ``(s_t, u_t)``. ``Delta_T`` estimates
+``grad_beta eta`` (:func:`jaxpomdp.markov.beta_gradient`). The score is JAX's
+gradient of the policy's log-probability. :func:`gpomdp` runs ``num_chains``
+independent paths at once (``vmap`` of one ``lax.scan``), returns their mean, its
+standard error across chains and the average reward, and is compiled once per
+shape.
+
+Episodic simulators become continuing chains: when ``step`` reports ``done`` the
+next state is drawn from ``initial_state`` and the policy starts afresh (memory
+0, no observation), while the trace carries on, as for any other transition.
+
+OLPOMDP is the online variant: the same trace, ``theta += step_size r_{t+1}
+z_{t+1}`` at every step (:func:`olpomdp`; with several chains the update is their
+mean).
+
+:func:`solve` ascends the GPOMDP gradient with an optax optimizer (the command
+line's ``--solver gpomdp``); :mod:`jaxpomdp.solvers.conjpomdp` uses it as the
+``GRAD`` of CONJPOMDP.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from jaxpomdp import stochastic
+from jaxpomdp.solvers.baseline import SolveResult, compile_cached
+
+__all__ = ["GradientEstimate", "gpomdp", "olpomdp", "restart_probability", "default_policy", "Config", "solve",
+           "exact_average_reward", "objective_summary", "policy_info"]
+
+
+class GradientEstimate(NamedTuple):
+    """What :func:`gpomdp` returns.
+
+    Attributes:
+      gradient: the mean over chains of ``Delta_T``, shaped like ``params``.
+      stderr: its standard error across chains (``std / sqrt(C)``, ``inf`` for one chain).
+      average_reward: float[] the mean reward per step over all chains and steps.
+      average_reward_stderr: float[] its standard error across chains.
+      num_steps: int, environment steps simulated (``T`` times the number of chains).
+    """
+
+    gradient: Any
+    stderr: Any
+    average_reward: jax.Array
+    average_reward_stderr: jax.Array
+    num_steps: int
+
+
+def _chain_step(model, policy, params, carry, key, *, trace_decay, restart_prob):
+    """One step of one chain; returns the new carry, the reward and the new trace."""
+    state, memory, phi, z = carry
+    k_act, k_step, k_reset, k_coin = jax.random.split(key, 4)
+    next_memory, action = stochastic.sample(k_act, policy, params, memory, phi)
+    score = jax.grad(stochastic.log_prob, argnums=1)(policy, params, memory, phi, next_memory, action)
+    z = jax.tree.map(lambda zi, si: trace_decay * zi + si.astype(zi.dtype), z, score)
+    next_state, obs, reward, done = model.step(k_step, state, action)
+    next_phi = stochastic.observation_features(model, obs).astype(phi.dtype)
+    # an episode that ends restarts: s ~ b0, memory 0, no observation (the trace carries on);
+    # so does any step with probability restart_prob (the discounted objective)
+    done = done | (jax.random.uniform(k_coin, (), restart_prob.dtype) < restart_prob)
+    restart = model.initial_state(k_reset)
+    next_state = jax.tree.map(lambda a, b: jnp.where(done, a, b), restart, next_state)
+    next_memory = jnp.where(done, jnp.zeros_like(next_memory), next_memory)
+    next_phi = jnp.where(done, jnp.zeros_like(next_phi), next_phi)
+    return (next_state, next_memory, next_phi, z), reward, z
+
+
+def _start(key, model, params):
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    phi = stochastic.initial_observation(model)
+    return model.initial_state(key), jnp.zeros((), jnp.int32), phi, zeros
+
+
+def _dtype(params):
+    return jax.tree.leaves(params)[0].dtype
+
+
+def _one_chain(key, model, policy, params, beta, restart_prob, baseline, num_steps):
+    key_init, key_steps = jax.random.split(key)
+
+    def step(carry, inputs):
+        chain, delta, reward_sum = carry
+        key, t = inputs
+        chain, reward, z = _chain_step(model, policy, params, chain, key, trace_decay=beta,
+                                       restart_prob=restart_prob)
+        reward = reward.astype(beta.dtype)
+        inv = 1.0 / (t + 1).astype(beta.dtype)
+        delta = jax.tree.map(lambda d, zi: d + ((reward - baseline) * zi - d) * inv, delta, z)
+        return (chain, delta, reward_sum + reward), None
+
+    chain = _start(key_init, model, params)
+    delta = jax.tree.map(jnp.zeros_like, params)
+    inputs = (jax.random.split(key_steps, num_steps), jnp.arange(num_steps))
+    (_, delta, reward_sum), _ = lax.scan(step, (chain, delta, jnp.zeros((), beta.dtype)), inputs)
+    return delta, reward_sum / num_steps
+
+
+def _mean_and_stderr(x):
+    n = x.shape[0]
+    mean = jnp.mean(x, axis=0)
+    if n == 1:
+        return mean, jnp.full_like(mean, jnp.inf)
+    return mean, jnp.std(x, axis=0, ddof=1) / jnp.sqrt(jnp.asarray(n, x.dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("num_steps", "num_chains"))
+def _gpomdp(key, model, policy, params, beta, restart_prob, num_steps, num_chains, baseline=0.0):
+    dtype = _dtype(params)
+    beta = jnp.asarray(beta, dtype)
+    restart_prob = jnp.asarray(restart_prob, dtype)
+    baseline = jnp.asarray(baseline, dtype)
+    keys = jax.random.split(key, num_chains)
+    deltas, rewards = jax.vmap(
+        lambda k: _one_chain(k, model, policy, params, beta, restart_prob, baseline, num_steps))(keys)
+    stats = jax.tree.map(_mean_and_stderr, deltas)
+    grad = jax.tree.map(lambda _, s: s[0], params, stats)
+    stderr = jax.tree.map(lambda _, s: s[1], params, stats)
+    reward, reward_se = _mean_and_stderr(rewards)
+    return grad, stderr, reward, reward_se
+
+
+def _check(beta, restart_prob, num_steps, num_chains):
+    if not 0 <= float(beta) < 1:
+        raise ValueError(f"beta = {beta!r}: the trace discount must be in [0, 1)")
+    if not 0 <= float(restart_prob) <= 1:
+        raise ValueError(f"restart_prob = {restart_prob!r} must be in [0, 1]")
+    if int(num_steps) < 1 or int(num_chains) < 1:
+        raise ValueError(f"num_steps and num_chains must be positive; got {num_steps}, {num_chains}")
+
+
+def gpomdp(key: jax.Array, model: Any, policy: Any, params: Any, *, num_steps: int,
+           beta: float, num_chains: int = 1, restart_prob: float = 0.0,
+           baseline: float = 0.0) -> GradientEstimate:
+    """Estimates ``grad_beta eta`` with GPOMDP on ``num_chains`` independent sample paths.
+
+    Args:
+      key: a PRNG key; chain ``i`` uses the ``i``-th key of ``split(key, num_chains)``.
+      model: a ``GenerativePOMDP``.
+      policy: a stochastic policy (:mod:`jaxpomdp.stochastic`).
+      params: its parameters.
+      num_steps: ``T``, steps per chain (static).
+      beta: the trace discount, in ``[0, 1)`` (traced: changing it does not recompile).
+      num_chains: independent chains (static).
+      restart_prob: the probability that a step restarts the episode (``s ~ b0``,
+        memory 0, no observation). 0 (the paper) estimates the gradient of the
+        average reward; ``1 - discount`` (:func:`restart_probability` of
+        ``"discounted"``) that of ``(1 - discount) V(b0)``, the discounted value from
+        ``b0``, because the restarted chain's stationary law is the discounted
+        occupancy of an episode.
+      baseline: a constant subtracted from every reward in the ``Delta`` update
+        (``(r_{t+1} - b) z_{t+1}``). The expectation is unchanged, because every
+        score, hence the trace, has mean zero; the variance is lower when ``b``
+        is near the average reward (Weaver & Tao 2001). 0 is the paper's estimator.
+
+    Returns:
+      A :class:`GradientEstimate`.
+
+    Example:
+      >>> import jax
+      >>> from jaxpomdp import problems
+      >>> from jaxpomdp.stochastic import LogisticPolicy
+      >>> m = problems.three_state()
+      >>> pol = LogisticPolicy(num_features=2)
+      >>> est = gpomdp(jax.random.key(0), m, pol, pol.init_params(None), num_steps=1000,
+      ...              beta=0.5, num_chains=64)
+      >>> bool(est.gradient[0] < 0)   # more of action a1 earns less
+      True
+    """
+    _check(beta, restart_prob, num_steps, num_chains)
+    grad, stderr, reward, reward_se = _gpomdp(key, model, policy, params, beta, restart_prob,
+                                              int(num_steps), int(num_chains), baseline)
+    return GradientEstimate(grad, stderr, reward, reward_se, int(num_steps) * int(num_chains))
+
+
+@functools.partial(jax.jit, static_argnames=("num_steps", "num_chains"))
+def _olpomdp(key, model, policy, params, beta, restart_prob, step_size, num_steps, num_chains):
+    key_init, key_steps = jax.random.split(key)
+    dtype = _dtype(params)
+    beta, restart_prob, step_size = (jnp.asarray(x, dtype) for x in (beta, restart_prob, step_size))
+    chains = jax.vmap(lambda k: _start(k, model, params))(jax.random.split(key_init, num_chains))
+
+    def step(carry, key):
+        chains, params = carry
+        one = lambda chain, k: _chain_step(model, policy, params, chain, k, trace_decay=beta,  # noqa: E731
+                                           restart_prob=restart_prob)
+        chains, rewards, z = jax.vmap(one)(chains, jax.random.split(key, num_chains))
+        rewards = rewards.astype(dtype)
+        update = jax.tree.map(lambda zi: jnp.tensordot(rewards, zi, axes=1) / num_chains, z)
+        params = jax.tree.map(lambda p, u: p + step_size * u, params, update)
+        return (chains, params), jnp.mean(rewards)
+
+    (_, params), rewards = lax.scan(step, (chains, params), jax.random.split(key_steps, num_steps))
+    return params, rewards
+
+
+def olpomdp(key: jax.Array, model: Any, policy: Any, params: Any, *, num_steps: int, beta: float,
+            step_size: float, num_chains: int = 1, restart_prob: float = 0.0):
+    """OLPOMDP: ``theta += step_size r_{t+1} z_{t+1}`` at every step of ``num_chains`` paths.
+
+    The chains share ``theta``; each step applies the mean of their updates.
+    ``restart_prob`` as in :func:`gpomdp`.
+
+    Returns:
+      ``(params, rewards)``: the final parameters and float[num_steps], the mean
+      reward over the chains at each step.
+    """
+    _check(beta, restart_prob, num_steps, num_chains)
+    return _olpomdp(key, model, policy, params, beta, restart_prob, step_size, int(num_steps), int(num_chains))
+
+
+def restart_probability(model: Any, objective: str) -> float:
+    """The ``restart_prob`` of an objective: ``"average"`` (the paper's average reward) -> 0;
+    ``"discounted"`` (the discounted value from ``b0``) -> ``1 - discount``."""
+    if objective == "average":
+        return 0.0
+    if objective == "discounted":
+        gamma = float(model.discount)
+        if not 0 <= gamma < 1:
+            raise ValueError(f"the discounted objective needs 0 <= discount < 1; the model has {gamma}")
+        return 1.0 - gamma
+    raise ValueError(f"objective must be 'average' or 'discounted'; got {objective!r}")
+
+
+# ------------------------------------------------------------------ the solver
+def default_policy(model: Any, *, memory: int = 1):
+    """The policy ``solve`` trains when none is given.
+
+    The paper's :class:`~jaxpomdp.stochastic.LogisticPolicy` for a two-action
+    model, else a :class:`~jaxpomdp.stochastic.SoftmaxPolicy` (``memory=1``) or a
+    :class:`~jaxpomdp.stochastic.FiniteStateController` with ``memory`` states,
+    all over the model's observation features.
+    """
+    F = stochastic.observation_feature_size(model)
+    A = int(model.num_actions)
+    if memory > 1:
+        return stochastic.FiniteStateController(num_features=F, num_actions=A, num_memory=memory)
+    if A == 2:
+        return stochastic.LogisticPolicy(num_features=F)
+    return stochastic.SoftmaxPolicy(num_features=F, num_actions=A)
+
+
+class Config(NamedTuple):
+    """Settings of :func:`solve`.
+
+    Attributes:
+      beta: the trace discount.
+      num_steps: ``T``, steps per chain per gradient estimate.
+      num_chains: chains per gradient estimate.
+      learning_rate: the optax step size.
+      optimizer: ``"adam"`` or ``"sgd"``.
+      max_iterations: a cap on the number of gradient steps.
+      memory: memory states of the default policy (1: memoryless).
+      objective: ``"average"`` (the paper's average reward) or ``"discounted"``
+        (the discounted value from ``b0``; see :func:`restart_probability`).
+      num_restarts: independent runs from different random starting parameters,
+        trained together in one vmapped call; the one whose estimated objective
+        is best at the end is returned (policy gradients find local optima).
+    """
+
+    beta: float = 0.9
+    num_steps: int = 500
+    num_chains: int = 64
+    learning_rate: float = 0.05
+    optimizer: str = "adam"
+    max_iterations: int = 100_000
+    memory: int = 1
+    objective: str = "average"
+    num_restarts: int = 1
+
+
+def exact_average_reward(model: Any, policy: Any, params: Any, restart_prob: float = 0.0) -> Optional[float]:
+    """The exact ``eta`` (of the chain restarted with ``restart_prob``) for a small tabular model, else None."""
+    from jaxpomdp import markov
+    from jaxpomdp.model import TabularPOMDP
+    if not isinstance(model, TabularPOMDP):
+        return None
+    X = model.num_states * (model.num_observations + 1) * policy.num_memory
+    if X > 4000:
+        return None
+    chain_fn = lambda p: markov.induced_chain(model, policy, p, restart_prob)  # noqa: E731
+    return float(markov.average_reward(chain_fn, params))
+
+
+def policy_info(policy: Any, params: Any) -> dict:
+    """JSON-serialisable description of a trained stochastic policy."""
+    leaves = jax.tree.leaves(params)
+    return {"policy": type(policy).__name__, "memory_states": int(policy.num_memory),
+            "parameters": int(sum(np.size(x) for x in leaves)),
+            "params": jax.tree.map(lambda x: np.asarray(x).tolist(), params)}
+
+
+def _make_optimizer(config: Config):
+    if config.optimizer == "adam":
+        return optax.adam(config.learning_rate)
+    if config.optimizer == "sgd":
+        return optax.sgd(config.learning_rate)
+    raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {config.optimizer!r}")
+
+
+def objective_summary(model: Any, policy: Any, params: Any, objective: str) -> dict:
+    """The exact average reward (and discounted value from ``b0``) where the model is small and tabular."""
+    eta = exact_average_reward(model, policy, params)
+    out = {"exact_average_reward": eta}
+    if objective == "discounted":
+        rho = restart_probability(model, objective)
+        restarted = exact_average_reward(model, policy, params, rho)
+        out["exact_discounted_value"] = None if restarted is None else restarted / rho
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _solve_iteration(key, params, opt_state, score, first, model, policy, rho, config):
+    """One optimizer step of every restart (vmapped) and their smoothed objective estimates."""
+    optimizer = _make_optimizer(config)
+
+    def one(key, params, opt_state, baseline):
+        grad, _, reward, _ = _gpomdp(key, model, policy, params, config.beta, rho, config.num_steps,
+                                     config.num_chains, baseline)
+        updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grad), opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, reward, optax.global_norm(grad)
+
+    # the baseline is the smoothed average reward of earlier iterations: independent of this
+    # iteration's samples, so the estimate stays unbiased
+    R = score.shape[0]
+    params, opt_state, reward, norm = jax.vmap(one)(jax.random.split(key, R), params, opt_state, score)
+    score = jnp.where(first, reward, 0.9 * score + 0.1 * reward)  # smoothed objective estimate
+    return params, opt_state, reward, norm, score
+
+
+def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] = None, seed: int = 0,
+          callback: Optional[Callable[..., None]] = None, config: Optional[Config] = None,
+          policy: Any = None, params: Any = None, max_iterations: Optional[int] = None,
+          gradient_tolerance: Optional[float] = None) -> SolveResult:
+    """Stochastic gradient ascent on the GPOMDP estimate with an optax optimizer.
+
+    Each iteration estimates the gradient with :func:`gpomdp` (``config.num_chains``
+    chains of ``config.num_steps`` steps, fresh keys) and applies one optimizer
+    step (ascent: the optimizer sees ``-gradient``), for ``config.num_restarts``
+    independent starting points at once (vmapped). Stops at the time limit
+    (counted after the first compilation, reported as ``compile_seconds``), after
+    ``max_iterations``, or when ``||gradient||`` of every restart falls below
+    ``gradient_tolerance``. Each estimate subtracts a baseline from the rewards,
+    the smoothed average reward of the earlier iterations (see :func:`gpomdp`). The restart with the best estimated objective (mean
+    reward per step of its chains over the last iterations) is returned.
+
+    ``target_gap`` is accepted for a uniform solver interface and ignored: a policy
+    gradient method has no bounds, so ``lower_bound`` and ``upper_bound`` are None.
+    ``callback(seconds, eta_estimate, grad_norm, iteration)`` reports progress (of
+    the best restart; with the discounted objective ``eta_estimate`` is the
+    average reward of the restarted chain, ``(1 - discount) V(b0)``); history rows
+    are ``(seconds, eta_estimate, grad_norm, iteration, environment steps)``.
+    ``info`` holds the policy's parameters, the exact ``eta`` (and discounted
+    value) where the model is small and tabular, and the steps simulated.
+    """
+    del target_gap
+    config = config or Config()
+    if policy is None:
+        policy = default_policy(model, memory=config.memory)
+    rho = restart_probability(model, config.objective)
+    _check(config.beta, rho, config.num_steps, config.num_chains)
+    R = int(config.num_restarts)
+    if R < 1:
+        raise ValueError(f"num_restarts must be positive; got {R}")
+    key = jax.random.key(seed)
+    key, k_init = jax.random.split(key)
+    init_keys = jax.random.split(k_init, R)
+    if params is None:
+        params = jax.vmap(policy.init_params)(init_keys)
+    else:
+        params = jax.tree.map(lambda x: jnp.broadcast_to(x, (R,) + jnp.shape(x)), params)
+    optimizer = _make_optimizer(config)
+    opt_state = jax.vmap(optimizer.init)(params)
+    max_iterations = config.max_iterations if max_iterations is None else max_iterations
+
+    score = jnp.zeros((R,), _dtype(params))
+    compiled, compile_seconds = compile_cached(_solve_iteration, key, params, opt_state, score, True, model,
+                                               policy, rho, config=config)
+    start = time.perf_counter()
+    history, it, steps = [], 0, 0
+    while it < max_iterations:
+        key, sub = jax.random.split(key)
+        params, opt_state, reward, norm, score = compiled(sub, params, opt_state, score, it == 0, model,
+                                                          policy, rho)
+        it += 1
+        steps += config.num_steps * config.num_chains * R
+        elapsed = time.perf_counter() - start
+        reward, norm = np.asarray(reward), np.asarray(norm)
+        best = int(np.argmax(np.asarray(score)))
+        history.append((elapsed, float(reward[best]), float(norm[best]), it, steps))
+        if callback is not None:
+            callback(elapsed, float(reward[best]), float(norm[best]), it)
+        if not np.all(np.isfinite(norm)):
+            raise FloatingPointError(f"GPOMDP: the gradient estimate is not finite at iteration {it}")
+        if gradient_tolerance is not None and np.all(norm < gradient_tolerance):
+            break
+        if elapsed >= time_limit:
+            break
+    solve_seconds = time.perf_counter() - start
+    best = int(np.argmax(np.asarray(score)))
+    params = jax.tree.map(lambda x: x[best], params)
+    info = {"iterations": it, "environment_steps": steps, "config": config._asdict(),
+            "restart_chosen": best, "restart_scores": np.asarray(score).tolist(),
+            **objective_summary(model, policy, params, config.objective),
+            **policy_info(policy, params)}
+    return SolveResult(policy=policy.as_policy(params), lower_bound=None, upper_bound=None,
+                       solve_seconds=solve_seconds, compile_seconds=compile_seconds,
+                       history=history, info=info)

@@ -1,0 +1,395 @@
+"""GPOMDP, OLPOMDP, CONJPOMDP and the exact references they are checked against.
+
+Exact quantities (``jaxpomdp.markov``) are checked against finite differences and
+against each other (the identities of Baxter & Bartlett), the Monte Carlo
+estimator against the exact ``E[Delta_T]``, GSEARCH and CONJPOMDP against
+quadratics whose maxima are known in closed form.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from jaxpomdp import markov, problems, simulate, stochastic
+from jaxpomdp.model import from_dense
+from jaxpomdp.solvers import SOLVERS, conjpomdp, gpomdp
+
+
+def random_model(seed, S=4, A=2, O=3, discount=0.9):
+    rng = np.random.default_rng(seed)
+    T = rng.dirichlet(np.ones(S), size=(A, S))
+    Z = rng.dirichlet(np.ones(O), size=(A, S))
+    R = rng.normal(size=(A, S))
+    return from_dense(T, Z, R, rng.dirichlet(np.ones(S)), discount)
+
+
+def fsc(model, memory=2, scale=1.0):
+    return stochastic.FiniteStateController(num_features=stochastic.observation_feature_size(model),
+                                            num_actions=model.num_actions, num_memory=memory, init_scale=scale)
+
+
+def cases():
+    """(name, model, policy, params) for the exact checks (built under x64 by the caller)."""
+    three = problems.three_state()
+    logistic = stochastic.LogisticPolicy(num_features=2)
+    tiger = problems.tiger()
+    rnd = random_model(3)
+    soft = stochastic.SoftmaxPolicy(num_features=3, num_actions=2)
+    soft_params = jax.tree.map(lambda x: jax.random.normal(jax.random.key(5), x.shape, x.dtype),
+                               soft.init_params(None))
+    return [
+        ("three-state logistic", three, logistic, jnp.array([0.7, -1.3])),
+        ("tiger fsc", tiger, fsc(tiger, 2), fsc(tiger, 2).init_params(jax.random.key(1))),
+        ("random softmax", rnd, soft, soft_params),
+        ("random fsc3", rnd, fsc(rnd, 3), fsc(rnd, 3).init_params(jax.random.key(2))),
+    ]
+
+
+def to64(tree):
+    """The same numbers as float64 arrays (call under ``jax.enable_x64``)."""
+    return jax.tree.map(lambda x: jnp.asarray(np.asarray(x), jnp.float64), tree)
+
+
+def central_difference(f, params, h=1e-6):
+    flat, unravel = ravel_pytree(params)
+    out = []
+    for k in range(flat.size):
+        e = jnp.zeros_like(flat).at[k].set(h)
+        out.append((f(unravel(flat + e)) - f(unravel(flat - e))) / (2 * h))
+    return jnp.stack(out)
+
+
+# ------------------------------------------------------------ exact references
+@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("restart", [0.0, 0.1])
+def test_gradient_matches_finite_differences(index, restart):
+    with jax.enable_x64(True):
+        name, model, policy, params = cases()[index]
+        chain_fn = lambda p: markov.induced_chain(model, policy, p, restart)  # noqa: E731
+        exact = ravel_pytree(markov.gradient(chain_fn, params))[0]
+        fd = central_difference(lambda p: markov.average_reward(chain_fn, p), params)
+        np.testing.assert_allclose(exact, fd, rtol=1e-6, atol=1e-8, err_msg=name)
+        assert np.linalg.norm(exact) > 1e-3  # not trivially zero
+
+
+def test_stationary_distribution_is_stationary():
+    with jax.enable_x64(True):
+        _, model, policy, params = cases()[1]
+        P = markov.induced_chain(model, policy, params).transition
+        np.testing.assert_allclose(P.sum(1), 1.0, atol=1e-12)
+        pi = markov.stationary_distribution(P)
+        np.testing.assert_allclose(pi @ P, pi, atol=1e-12)
+        np.testing.assert_allclose(pi.sum(), 1.0, atol=1e-12)
+        assert np.all(pi >= -1e-15)
+
+
+def paper_chain(seed=0, S=5):
+    """A chain on states with a reward on arrival r_s(i'), the paper's own setting.
+
+    Two actions with random transitions; the policy sees random features of the
+    current state: P(theta)[i, j] = sum_u mu(u | theta, phi(i)) P_u[i, j].
+    """
+    rng = np.random.default_rng(seed)
+    P_u = jnp.asarray(rng.dirichlet(np.ones(S), size=(2, S)))
+    phi = jnp.asarray(rng.normal(size=(S, 3)))
+    r_s = jnp.asarray(rng.normal(size=S))
+    policy = stochastic.LogisticPolicy(num_features=3)
+
+    def chain_fn(theta):
+        mu = jnp.exp(jax.vmap(lambda f: policy.log_probs(theta, 0, f)[0])(phi))  # [S, 2]
+        P = jnp.einsum("iu,uij->ij", mu, P_u)
+        # reward of the step from i: the expected arrival reward (the estimator's expectation)
+        return markov.Chain(P, P @ r_s, jnp.full(S, 1.0 / S))
+
+    return chain_fn, r_s, jnp.asarray(rng.normal(size=3))
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.8, 0.95])
+def test_paper_identity_holds_to_1e8(beta):
+    """grad eta = (1 - beta) (grad pi') J_beta + beta grad_beta eta, J_beta = (I - beta P)^{-1} r_s."""
+    with jax.enable_x64(True):
+        chain_fn, r_s, theta = paper_chain()
+        P = chain_fn(theta).transition
+        grad = markov.gradient(chain_fn, theta)
+        grad_beta = markov.beta_gradient(chain_fn, theta, beta)
+        grad_pi = markov.stationary_gradient(chain_fn, theta)                  # [K, X]
+        J = jnp.linalg.solve(jnp.eye(P.shape[0]) - beta * P, r_s)
+        np.testing.assert_allclose(grad, (1 - beta) * grad_pi @ J + beta * grad_beta, rtol=0, atol=1e-8)
+        # grad_beta eta is the paper's pi' (grad P) J_beta
+        dP = markov.chain_derivatives(chain_fn, theta)[1]
+        pi = markov.stationary_distribution(P)
+        np.testing.assert_allclose(grad_beta, jnp.einsum("x,kxy,y->k", pi, dP, J), atol=1e-10)
+
+
+@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("beta", [0.2, 0.9])
+def test_identity_with_rewards_of_steps(index, beta):
+    """With a reward R(s, u) of the step: grad eta = (1 - beta) (grad pi') J_beta + grad_beta eta."""
+    with jax.enable_x64(True):
+        _, model, policy, params = cases()[index]
+        chain_fn = lambda p: markov.induced_chain(model, policy, p)  # noqa: E731
+        chain = chain_fn(params)
+        J = jnp.linalg.solve(jnp.eye(chain.transition.shape[0]) - beta * chain.transition, chain.reward)
+        grad = ravel_pytree(markov.gradient(chain_fn, params))[0]
+        grad_beta = ravel_pytree(markov.beta_gradient(chain_fn, params, beta))[0]
+        grad_pi = markov.stationary_gradient(chain_fn, params)
+        np.testing.assert_allclose(grad, (1 - beta) * grad_pi @ J + grad_beta, rtol=0, atol=1e-8)
+
+
+def test_bias_shrinks_as_beta_goes_to_one():
+    with jax.enable_x64(True):
+        for _, model, policy, params in cases()[1:]:
+            chain_fn = lambda p: markov.induced_chain(model, policy, p)  # noqa: E731
+            exact = ravel_pytree(markov.gradient(chain_fn, params))[0]
+            bias = [float(jnp.linalg.norm(ravel_pytree(markov.beta_gradient(chain_fn, params, b))[0] - exact))
+                    for b in (0.0, 0.5, 0.9, 0.99, 0.999)]
+            assert all(b1 > b2 for b1, b2 in zip(bias, bias[1:])), bias
+            assert bias[-1] < 0.01 * bias[0]
+
+
+def test_expected_estimate_tends_to_beta_gradient():
+    with jax.enable_x64(True):
+        _, model, policy, params = cases()[1]
+        chain_fn = lambda p: markov.induced_chain(model, policy, p)  # noqa: E731
+        limit = ravel_pytree(markov.beta_gradient(chain_fn, params, 0.7))[0]
+        e_short = ravel_pytree(markov.expected_estimate(chain_fn, params, 0.7, 10))[0]
+        e_long = ravel_pytree(markov.expected_estimate(chain_fn, params, 0.7, 5000))[0]
+        assert jnp.linalg.norm(e_long - limit) < 0.01 * jnp.linalg.norm(e_short - limit)
+
+
+# ------------------------------------------------------------- the estimator
+MC_CASES = [  # (case index, beta, T, restart)
+    (0, 0.5, 30, 0.0),
+    (1, 0.8, 20, 0.0),
+    (1, 0.8, 20, 0.05),
+    (3, 0.6, 15, 0.0),
+]
+
+
+@pytest.mark.parametrize("index,beta,T,restart", MC_CASES)
+def test_monte_carlo_mean_within_3_standard_errors_of_exact(index, beta, T, restart):
+    _, model, policy, params = cases()[index]
+    est = gpomdp.gpomdp(jax.random.key(11), model, policy, params, num_steps=T, beta=beta,
+                        num_chains=20000, restart_prob=restart)
+    with jax.enable_x64(True):
+        _, model64, policy64, _ = cases()[index]
+        params64 = to64(params)  # the same numbers (x64 draws different random ones)
+        chain_fn = lambda p: markov.induced_chain(model64, policy64, p, restart)  # noqa: E731
+        exact = np.asarray(ravel_pytree(markov.expected_estimate(chain_fn, params64, beta, T))[0])
+    mean = np.asarray(ravel_pytree(est.gradient)[0])
+    se = np.asarray(ravel_pytree(est.stderr)[0])
+    z = np.abs(mean - exact) / se
+    assert np.all(z < 3), (z, mean, exact)
+    assert est.num_steps == 20000 * T
+
+
+def test_baseline_leaves_the_expectation_and_lowers_the_variance():
+    _, model, policy, params = cases()[1]
+    plain = gpomdp.gpomdp(jax.random.key(3), model, policy, params, num_steps=30, beta=0.8, num_chains=20000)
+    based = gpomdp.gpomdp(jax.random.key(4), model, policy, params, num_steps=30, beta=0.8, num_chains=20000,
+                          baseline=float(plain.average_reward))
+    a, sa = (np.asarray(ravel_pytree(x)[0]) for x in (plain.gradient, plain.stderr))
+    b, sb = (np.asarray(ravel_pytree(x)[0]) for x in (based.gradient, based.stderr))
+    assert np.all(np.abs(a - b) < 3 * np.hypot(sa, sb))
+    assert np.mean(sb) < 0.5 * np.mean(sa)  # tiger's rewards are far from 0
+
+
+def test_average_reward_matches_exact_eta():
+    _, model, policy, params = cases()[1]
+    est = gpomdp.gpomdp(jax.random.key(0), model, policy, params, num_steps=2000, beta=0.5, num_chains=256)
+    with jax.enable_x64(True):
+        _, m64, p64, _ = cases()[1]
+        q64 = to64(params)
+        eta = float(markov.average_reward(lambda p: markov.induced_chain(m64, p64, p), q64))
+    assert abs(float(est.average_reward) - eta) < 4 * float(est.average_reward_stderr) + 0.02
+
+
+def test_reproducible_and_compiled_once_per_shape():
+    _, model, policy, params = cases()[1]
+    gpomdp._gpomdp.clear_cache()
+    a = gpomdp.gpomdp(jax.random.key(0), model, policy, params, num_steps=50, beta=0.5, num_chains=8)
+    b = gpomdp.gpomdp(jax.random.key(0), model, policy, params, num_steps=50, beta=0.5, num_chains=8)
+    c = gpomdp.gpomdp(jax.random.key(0), model, policy, params, num_steps=50, beta=0.9, num_chains=8,
+                      restart_prob=0.1, baseline=-1.0)
+    chex_equal = jax.tree.map(lambda x, y: np.array_equal(x, y), a.gradient, b.gradient)
+    assert all(jax.tree.leaves(chex_equal))
+    assert not np.array_equal(ravel_pytree(a.gradient)[0], ravel_pytree(c.gradient)[0])
+    assert gpomdp._gpomdp._cache_size() == 1  # beta, restart and baseline are traced
+
+
+def test_one_chain_is_the_paper_recursion_step_by_step():
+    """A NumPy loop of the paper's recursion over the same sampled path gives the same Delta_T."""
+    model = problems.three_state()
+    policy = stochastic.LogisticPolicy(num_features=2)
+    theta = jnp.array([0.4, -0.9])
+    beta, T = 0.7, 40
+    key = jax.random.key(8)
+    # replay the chain's own draws to get the path, then apply the recursion in NumPy
+    delta, _ = gpomdp._one_chain(key, model, policy, theta, jnp.float32(beta), jnp.float32(0.0),
+                                 jnp.float32(0.0), T)
+    key_init, key_steps = jax.random.split(key)
+    carry = gpomdp._start(key_init, model, theta)
+    z = np.zeros(2)
+    ref = np.zeros(2)
+    feats = np.asarray(problems.THREE_STATE_FEATURES)
+    for t, k in enumerate(jax.random.split(key_steps, T)):
+        state, phi = int(carry[0]), np.asarray(carry[2])
+        carry, reward, _ = gpomdp._chain_step(model, policy, theta, carry, k, trace_decay=jnp.float32(beta),
+                                              restart_prob=jnp.float32(0.0))
+        # which action was drawn: the reward R(s, u) of three-state differs between actions
+        u = int(np.argmin(np.abs(np.asarray(model.reward)[:, state] - float(reward))))
+        p0 = 1 / (1 + np.exp(-np.dot(np.asarray(theta), phi)))
+        score = phi * ((1 - p0) if u == 0 else -p0)   # d/dtheta log sigmoid(+-theta.phi)
+        z = beta * z + score
+        ref = ref + (float(reward) * z - ref) / (t + 1)
+        assert int(carry[0]) in (0, 1, 2)
+        np.testing.assert_allclose(np.asarray(carry[2]), feats[int(carry[0])])
+    np.testing.assert_allclose(np.asarray(delta), ref, rtol=1e-4, atol=1e-6)
+
+
+def test_olpomdp_improves_three_state():
+    model = problems.three_state()
+    policy = stochastic.LogisticPolicy(num_features=2)
+    params, rewards = gpomdp.olpomdp(jax.random.key(0), model, policy, policy.init_params(None),
+                                     num_steps=3000, beta=0.5, step_size=1.0, num_chains=32)
+    assert rewards.shape == (3000,)
+    eta = gpomdp.exact_average_reward(model, policy, params)
+    assert eta > 0.7 and float(jnp.mean(rewards[-500:])) > float(jnp.mean(rewards[:100]))
+
+
+def test_invalid_arguments_are_refused():
+    model = problems.three_state()
+    policy = stochastic.LogisticPolicy(num_features=2)
+    with pytest.raises(ValueError, match="beta"):
+        gpomdp.gpomdp(jax.random.key(0), model, policy, jnp.zeros(2), num_steps=5, beta=1.0)
+    with pytest.raises(ValueError, match="restart_prob"):
+        gpomdp.gpomdp(jax.random.key(0), model, policy, jnp.zeros(2), num_steps=5, beta=0.5, restart_prob=2)
+    with pytest.raises(ValueError, match="objective"):
+        gpomdp.restart_probability(model, "total")
+
+
+# ------------------------------------------------------------------ policies
+@pytest.mark.parametrize("make", [
+    lambda F, A: stochastic.SoftmaxPolicy(num_features=F, num_actions=A),
+    lambda F, A: stochastic.FiniteStateController(num_features=F, num_actions=A, num_memory=3),
+    lambda F, A: stochastic.MLPPolicy(num_features=F, num_actions=A, hidden=(8,)),
+])
+def test_policies_are_normalised_and_jittable(make):
+    policy = make(4, 3)
+    params = policy.init_params(jax.random.key(0))
+    phis = jax.random.normal(jax.random.key(1), (10, 4))
+    mems = jnp.arange(10) % policy.num_memory
+    logp = jax.jit(jax.vmap(policy.log_probs, in_axes=(None, 0, 0)))(params, mems, phis)
+    assert logp.shape == (10, policy.num_memory, 3)
+    np.testing.assert_allclose(jax.scipy.special.logsumexp(logp.reshape(10, -1), axis=1), 0, atol=1e-5)
+    h, u = stochastic.sample(jax.random.key(2), policy, params, jnp.int32(0), phis[0])
+    assert h.dtype == jnp.int32 and u.dtype == jnp.int32 and 0 <= int(u) < 3
+
+
+def test_logistic_policy_is_the_papers():
+    policy = stochastic.LogisticPolicy(num_features=2)
+    theta, phi = jnp.array([1.5, -0.5]), jnp.array([0.3, 0.8])
+    p = jnp.exp(policy.log_probs(theta, 0, phi))[0]
+    np.testing.assert_allclose(p[0], 1 / (1 + np.exp(-(1.5 * 0.3 - 0.5 * 0.8))), rtol=1e-6)
+    with pytest.raises(ValueError):
+        stochastic.LogisticPolicy(num_features=2, num_actions=3)
+
+
+def test_sampled_policy_value_matches_exact_discounted_value():
+    """simulate.evaluate of a memory policy agrees with (1 - gamma)^-1 eta of the restarted chain."""
+    model = problems.tiger()
+    policy = fsc(model, 2)
+    params = policy.init_params(jax.random.key(4))
+    ev = simulate.evaluate(jax.random.key(0), model, policy.as_policy(params), num_episodes=4000)
+    with jax.enable_x64(True):
+        m64 = problems.tiger()
+        p64 = to64(params)
+        rho = 1 - 0.95
+        value = float(markov.average_reward(lambda p: markov.induced_chain(m64, policy, p, rho), p64)) / rho
+    half = 1.96 * float(ev.stderr) + ev.truncation_bound + 1e-3
+    assert abs(float(ev.mean) - value) < 1.5 * half, (float(ev.mean), value)
+
+
+# ------------------------------------------------------------ GSEARCH and CG
+def quadratic(n, seed=0):
+    rng = np.random.default_rng(seed)
+    B = rng.normal(size=(n, n))
+    Q = jnp.asarray(B @ B.T + n * np.eye(n))
+    b = jnp.asarray(rng.normal(size=n))
+    return Q, b, (lambda key, theta: b - Q @ theta)    # the gradient of b.theta - theta'Q theta/2
+
+
+@pytest.mark.parametrize("s0,branch", [(100.0, "halve"), (1e-4, "double")])
+def test_gsearch_finds_the_exact_line_maximum(s0, branch):
+    with jax.enable_x64(True):
+        Q, b, grad = quadratic(4)
+        theta = jnp.asarray(np.random.default_rng(1).normal(size=4))
+        h = grad(None, theta)
+        exact = float(h @ (b - Q @ theta) / (h @ Q @ h))
+        line = conjpomdp.gsearch(jax.random.key(0), grad, theta, h, s0, 1e-12)
+        s_minus, s_plus = map(float, line.bracket)
+        assert bool(line.secant)
+        if branch == "halve":
+            assert s_plus < s0 and s_plus == 2 * s_minus
+        else:
+            assert s_minus > s0 and s_plus == 2 * s_minus
+        assert s_minus <= exact <= s_plus
+        np.testing.assert_allclose(float(line.step), exact, rtol=1e-10)
+        np.testing.assert_allclose(line.params, theta + exact * h, rtol=1e-10)
+
+
+def test_gsearch_uses_the_midpoint_without_a_sign_change():
+    with jax.enable_x64(True):
+        grad = lambda key, theta: jnp.ones_like(theta)  # noqa: E731  (always uphill)
+        line = conjpomdp.gsearch(jax.random.key(0), grad, jnp.zeros(2), jnp.ones(2), 1.0, 1e-6, max_line_steps=5)
+        assert not bool(line.secant)
+        assert int(line.evaluations) == 6  # s0 and five doublings, capped
+        np.testing.assert_allclose(float(line.step), (16.0 + 32.0) / 2)
+
+
+@pytest.mark.parametrize("n", [2, 5, 8])
+def test_conjpomdp_solves_a_quadratic_in_n_iterations(n):
+    with jax.enable_x64(True):
+        Q, b, grad = quadratic(n, seed=n)
+        theta, state = conjpomdp.conjpomdp(jax.random.key(0), grad, jnp.zeros(n), s0=1e-3, eps=1e-20,
+                                           max_iterations=n + 5)
+        assert int(state.iteration) <= n
+        np.testing.assert_allclose(theta, jnp.linalg.solve(Q, b), rtol=1e-8, atol=1e-10)
+
+
+def test_conjpomdp_accepts_pytrees():
+    with jax.enable_x64(True):
+        Q, b, grad = quadratic(3)
+        tree_grad = lambda key, p: {"a": grad(key, jnp.concatenate([p["a"], p["b"]]))[:2],  # noqa: E731
+                                    "b": grad(key, jnp.concatenate([p["a"], p["b"]]))[2:]}
+        params, _ = conjpomdp.conjpomdp(jax.random.key(0), tree_grad, {"a": jnp.zeros(2), "b": jnp.zeros(1)},
+                                        s0=1e-3, eps=1e-20)
+        np.testing.assert_allclose(jnp.concatenate([params["a"], params["b"]]), jnp.linalg.solve(Q, b), rtol=1e-8)
+
+
+# ------------------------------------------------------------------ solvers
+def test_conjpomdp_reaches_079_on_three_state_for_5_seeds():
+    model = problems.three_state()
+    for seed in range(5):
+        result = conjpomdp.solve(model, time_limit=60, seed=seed)
+        assert result.info["exact_average_reward"] >= 0.79, (seed, result.info)
+        assert result.solve_seconds < 60
+        assert result.lower_bound is None and result.upper_bound is None
+        assert result.history and result.history[-1][3] == result.info["iterations"]
+
+
+def test_gpomdp_solver_on_three_state_is_reproducible():
+    model = problems.three_state()
+    config = gpomdp.Config(num_steps=200, num_chains=16, learning_rate=0.5, num_restarts=2)
+    a = gpomdp.solve(model, time_limit=60, seed=3, config=config, max_iterations=40)
+    b = gpomdp.solve(model, time_limit=60, seed=3, config=config, max_iterations=40)
+    assert a.info["params"] == b.info["params"]
+    assert a.info["iterations"] == 40 and a.info["exact_average_reward"] > 0.7
+
+
+def test_solvers_are_registered():
+    assert "gpomdp" in SOLVERS and "conjpomdp" in SOLVERS
