@@ -245,7 +245,7 @@ class TabularPOMDP:
     # ------------------------------------------------- GenerativePOMDP protocol
     def initial_state(self, key: jax.Array) -> jax.Array:
         """Draws ``s0 ~ b0``. Returns an int32 scalar."""
-        return jax.random.categorical(key, _safe_log(self.initial_belief)).astype(jnp.int32)
+        return inverse_cdf(jax.random.uniform(key, (), self.initial_belief.dtype), self.initial_belief)
 
     def step(self, key: jax.Array, state: jax.Array, action: jax.Array):
         """Samples one transition.
@@ -255,10 +255,9 @@ class TabularPOMDP:
         than sampling a reward that depends on ``s'`` and ``o``) and ``done = False``
         (a tabular model has no terminal flag; absorbing states are part of it).
         """
-        k_t, k_o = jax.random.split(key)
-        k = jax.random.categorical(k_t, _safe_log(self.next_prob[action, state]))
-        nxt = self.next_state[action, state, k]
-        obs = jax.random.categorical(k_o, _safe_log(self.obs_prob[action, nxt])).astype(jnp.int32)
+        u_t, u_o = jax.random.uniform(key, (2,), self.next_prob.dtype)
+        nxt = self.next_state[action, state, inverse_cdf(u_t, self.next_prob[action, state])]
+        obs = inverse_cdf(u_o, self.obs_prob[action, nxt])
         return nxt, obs, self.reward[action, state], jnp.zeros((), bool)
 
     def features(self, state: jax.Array) -> jax.Array:
@@ -274,8 +273,15 @@ class TabularPOMDP:
         return jax.nn.one_hot(observation, self.num_observations, dtype=self.reward.dtype)
 
 
-def _safe_log(p):
-    return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1)), -jnp.inf)
+def inverse_cdf(u: jax.Array, probs: jax.Array) -> jax.Array:
+    """The index drawn from (unnormalised) ``probs`` by inversion at ``u ~ U[0, 1)``: int32[].
+
+    One uniform per draw (cheaper than ``jax.random.categorical``'s Gumbel per
+    outcome); an outcome of probability zero is never drawn.
+    """
+    cdf = jnp.cumsum(probs)
+    above = cdf > u * cdf[-1]
+    return jnp.where(jnp.any(above), jnp.argmax(above), jnp.argmax(cdf >= cdf[-1])).astype(jnp.int32)
 
 
 def _canonical_successors(ns: np.ndarray, npb: np.ndarray):

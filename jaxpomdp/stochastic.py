@@ -45,9 +45,11 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxpomdp.model import inverse_cdf
+
 __all__ = ["StochasticPolicy", "LogisticPolicy", "SoftmaxPolicy", "FiniteStateController",
            "MLPPolicy", "SampledPolicy", "observation_features", "observation_feature_size",
-           "initial_observation", "sample", "log_prob"]
+           "initial_observation", "sample", "sample_with_uniform", "log_prob"]
 
 
 def _float():
@@ -104,8 +106,16 @@ class StochasticPolicy:
 
 def sample(key: jax.Array, policy: Any, params: Any, memory: jax.Array, obs_features: jax.Array):
     """Draws ``(next_memory, action)`` from the policy's joint law. Both int32[]."""
-    logp = policy.log_probs(params, memory, obs_features)
-    flat = jax.random.categorical(key, logp.reshape(-1))
+    return sample_with_uniform(jax.random.uniform(key), policy, params, memory, obs_features)
+
+
+def sample_with_uniform(u: jax.Array, policy: Any, params: Any, memory: jax.Array, obs_features: jax.Array):
+    """:func:`sample` by inversion of the joint distribution function at ``u ~ U[0, 1)``.
+
+    One uniform per draw (cheaper than a Gumbel per outcome); outcomes of
+    probability zero are never drawn.
+    """
+    flat = inverse_cdf(u, jnp.exp(policy.log_probs(params, memory, obs_features).reshape(-1)))
     return (flat // policy.num_actions).astype(jnp.int32), (flat % policy.num_actions).astype(jnp.int32)
 
 

@@ -97,6 +97,9 @@ def test_problem_given_as_a_file(tmp_path, capsys):
     (["tiger", "--time-limit", "-1"], "--time-limit must be positive"),
     (["tiger", "--episodes", "0"], "--episodes must be at least 1"),
     (["tiger", "--target-gap", "-1"], "--target-gap must be non-negative"),
+    (["tiger", "--solver", "gpomdp", "--memory", "0"], "--memory must be at least 1"),
+    (["tiger", "--solver", "gpomdp", "--beta", "1"], "--beta must be in [0, 1)"),
+    (["tiger", "--solver", "conjpomdp", "--restarts", "4"], "--restarts is for --solver gpomdp"),
 ])
 def test_user_mistakes_get_one_line_and_status_2(capsys, argv, phrase):
     code, _, err = run_cli(capsys, *argv)
@@ -144,3 +147,34 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(block, "README.md", "exec"), {})
     assert (tmp_path / "copy.pomdp").exists()
+
+
+def test_conjpomdp_on_three_state_reports_the_average_reward(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code, stdout, err = run_cli(capsys, "three-state", "--solver", "conjpomdp", "--json", str(out),
+                                "--time-limit", "30", "--episodes", "500")
+    assert code == 0, err
+    r = json.loads(out.read_text())
+    assert FIELDS <= set(r)
+    assert r["lower_bound"] is None and r["upper_bound"] is None
+    pg = r["policy_gradient"]
+    assert pg["policy"] == "LogisticPolicy" and pg["memory_states"] == 1
+    assert pg["exact_average_reward"] >= 0.79
+    assert len(pg["params"]) == 2
+    # nearly always a2: the discounted value approaches 0.8 / (1 - 0.95) = 16
+    assert r["evaluation"]["mean"] > 14
+    assert "avg reward" in stdout and "iteration" in err and "eta" in err
+
+
+def test_gpomdp_solver_with_memory_on_tiger(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code, stdout, err = run_cli(capsys, "tiger", "--solver", "gpomdp", "--memory", "2", "--objective",
+                                "discounted", "--restarts", "2", "--time-limit", "3", "--json", str(out),
+                                "--episodes", "200", "--quiet")
+    assert code == 0, err
+    r = json.loads(out.read_text())
+    pg = r["policy_gradient"]
+    assert pg["policy"] == "FiniteStateController" and pg["memory_states"] == 2
+    assert pg["config"]["objective"] == "discounted" and pg["config"]["num_restarts"] == 2
+    assert pg["exact_discounted_value"] is not None and pg["iterations"] >= 1
+    assert err == ""

@@ -290,6 +290,19 @@ def test_policies_are_normalised_and_jittable(make):
     assert h.dtype == jnp.int32 and u.dtype == jnp.int32 and 0 <= int(u) < 3
 
 
+def test_inverse_cdf_draws_the_distribution_and_never_a_zero():
+    from jaxpomdp.model import inverse_cdf
+    probs = jnp.array([0.0, 0.2, 0.0, 0.5, 0.3, 0.0])
+    u = jax.random.uniform(jax.random.key(0), (200_000,))
+    draws = np.asarray(jax.vmap(lambda x: inverse_cdf(x, probs))(u))
+    freq = np.bincount(draws, minlength=6) / draws.size
+    np.testing.assert_allclose(freq, probs, atol=0.005)
+    edges = [0.0, np.nextafter(np.float32(1), np.float32(0)), 1.0]  # the ends, and beyond
+    picks = [int(inverse_cdf(jnp.float32(x), probs)) for x in edges]
+    assert picks == [1, 4, 4]
+    assert int(inverse_cdf(jnp.float32(0.5), probs * 7)) == 3  # unnormalised is fine
+
+
 def test_logistic_policy_is_the_papers():
     policy = stochastic.LogisticPolicy(num_features=2)
     theta, phi = jnp.array([1.5, -0.5]), jnp.array([0.3, 0.8])

@@ -67,18 +67,23 @@ class GradientEstimate(NamedTuple):
     num_steps: int
 
 
+def z_dtype(z):
+    return jax.tree.leaves(z)[0].dtype
+
+
 def _chain_step(model, policy, params, carry, key, *, trace_decay, restart_prob):
     """One step of one chain; returns the new carry, the reward and the new trace."""
     state, memory, phi, z = carry
-    k_act, k_step, k_reset, k_coin = jax.random.split(key, 4)
-    next_memory, action = stochastic.sample(k_act, policy, params, memory, phi)
+    k_uniform, k_step, k_reset = jax.random.split(key, 3)
+    u_act, u_coin = jax.random.uniform(k_uniform, (2,), z_dtype(z))
+    next_memory, action = stochastic.sample_with_uniform(u_act, policy, params, memory, phi)
     score = jax.grad(stochastic.log_prob, argnums=1)(policy, params, memory, phi, next_memory, action)
     z = jax.tree.map(lambda zi, si: trace_decay * zi + si.astype(zi.dtype), z, score)
     next_state, obs, reward, done = model.step(k_step, state, action)
     next_phi = stochastic.observation_features(model, obs).astype(phi.dtype)
     # an episode that ends restarts: s ~ b0, memory 0, no observation (the trace carries on);
     # so does any step with probability restart_prob (the discounted objective)
-    done = done | (jax.random.uniform(k_coin, (), restart_prob.dtype) < restart_prob)
+    done = done | (u_coin < restart_prob)
     restart = model.initial_state(k_reset)
     next_state = jax.tree.map(lambda a, b: jnp.where(done, a, b), restart, next_state)
     next_memory = jnp.where(done, jnp.zeros_like(next_memory), next_memory)
