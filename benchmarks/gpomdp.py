@@ -211,7 +211,13 @@ def main(argv=None) -> int:
     ap.add_argument("--restarts", type=int, default=32)
     ap.add_argument("--problems", default="tiger,4x3.95", help="controller problems (default tiger,4x3.95)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sections", default="throughput,bias,three-state,controllers",
+                    help="which parts to run (default: all four)")
     args = ap.parse_args(argv)
+    sections = set(args.sections.split(","))
+    unknown = sections - {"throughput", "bias", "three-state", "controllers"}
+    if unknown:
+        ap.error(f"unknown sections: {', '.join(sorted(unknown))}")
     quick = args.quick
     chains = args.chains or (128 if quick else 2048)
     seeds = range(args.seeds if args.seeds is not None else (1 if quick else 5))
@@ -222,6 +228,25 @@ def main(argv=None) -> int:
                "machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} "
                           f"{jax.default_backend()} device(s)", "jax": jax.__version__}
 
+    if "throughput" in sections:
+        run_throughput(results, args, quick)
+    if "bias" in sections:
+        run_bias(results, args, quick, chains)
+    if "three-state" in sections:
+        run_three_state(results, seeds)
+    if "controllers" in sections:
+        run_controllers(results, args, restarts, fsc_time, quick)
+
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak resident memory {results['peak_rss_mb']:.0f} MB")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, json.dumps(results, indent=2) + "\n")
+    print(f"results: {out}")
+    return 0
+
+
+def run_throughput(results, args, quick):
     print("1. GPOMDP throughput (three-state, logistic policy, environment steps per second)")
     rows = throughput(args.repeats, 2000 if quick else 20000, (1, 64, 4096), 100 if quick else 1000)
     results["throughput"] = rows
@@ -230,6 +255,8 @@ def main(argv=None) -> int:
         print(f"{r['chains']:>7} {r['steps_per_chain']:>11} {r['seconds']:>9.4f} {r['steps_per_second']:>12.3g} "
               f"{r['numpy_steps_per_second']:>14.3g} {r['ratio_to_numpy']:>8.1f}")
 
+
+def run_bias(results, args, quick, chains):
     print("\n2. Bias and standard error against the exact gradient (Tiger, fixed 2-state controller)")
     betas = (0.0, 0.5, 0.9, 0.99) if quick else (0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 0.99)
     horizons = (100, 1000) if quick else (100, 1000, 10000)
@@ -243,6 +270,8 @@ def main(argv=None) -> int:
     results["plot"] = plot_bias(rows, args.plot)
     print(f"plot: {results['plot']}")
 
+
+def run_three_state(results, seeds):
     print("\n3a. CONJPOMDP + GPOMDP on the three-state system from theta = 0 (optimum eta = 0.8)")
     rows = three_state_runs(seeds, 60.0)
     results["three_state"] = rows
@@ -251,6 +280,8 @@ def main(argv=None) -> int:
         print(f"{r['seed']:>4} {r['exact_eta']:>10.5f} {r['iterations']:>6} {r['gradient_evaluations']:>10} "
               f"{r['solve_seconds']:>8.2f} {r['compile_seconds']:>9.2f} {r['wall_seconds']:>7.2f}")
 
+
+def run_controllers(results, args, restarts, fsc_time, quick):
     names = [n for n in args.problems.split(",") if n]
     print(f"\n3b. GPOMDP finite-state controllers ({args.memory} memory states, discounted objective, "
           f"{restarts} restarts, {fsc_time:g} s each)")
@@ -263,14 +294,6 @@ def main(argv=None) -> int:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
         print(f"{r['problem']:>8} {r['iterations']:>6} {r['solve_seconds']:>8.1f} "
               f"{r['simulated']:>9.4f} ± {r['ci95_half_width']:<6.3f} {exact:>9} {ref:>9} {ratio:>6}")
-
-    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\npeak resident memory {results['peak_rss_mb']:.0f} MB")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, json.dumps(results, indent=2) + "\n")
-    print(f"results: {out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -121,6 +121,21 @@ def _gradient_progress(quiet: bool):
     return report
 
 
+def _controller_progress(quiet: bool):
+    """An NVI callback printing ``time, network estimate, upper bound, nodes, beliefs`` about once a second."""
+    if quiet:
+        return None
+    state = {"last": -math.inf}
+
+    def report(seconds, estimate, upper, num_nodes, num_beliefs):
+        if seconds - state["last"] >= 1.0:
+            state["last"] = seconds
+            print(f"{seconds:7.1f} s  estimate {estimate:.6g}  upper {upper:.6g}  nodes {num_nodes}  "
+                  f"beliefs {num_beliefs}", file=sys.stderr, flush=True)
+
+    return report
+
+
 def _gradient_config(args: argparse.Namespace):
     if args.memory < 1:
         raise UserError(f"--memory must be at least 1, got {args.memory}")
@@ -161,8 +176,24 @@ def _num(x: Optional[float]) -> Optional[float]:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def _resolve_for_solver(args: argparse.Namespace):
+    """NVI plans RockSample on the simulator (no |S|-sized table); every other case as resolve_problem."""
+    if args.solver == "nvi" and args.problem.strip().lower().startswith("rocksample:") \
+            and not os.path.exists(args.problem):
+        from jaxpomdp.problems import rocksample_sim
+        try:
+            return args.problem, rocksample_sim.from_name(args.problem)
+        except (KeyError, ValueError) as e:
+            raise UserError(str(e).strip("'\"")) from None
+    return resolve_problem(args.problem, tolerance=args.tolerance, quiet=args.quiet)
+
+
 def run(args: argparse.Namespace) -> int:
-    label, model = resolve_problem(args.problem, tolerance=args.tolerance, quiet=args.quiet)
+    if args.out and args.solver == "nvi" and not args.out.endswith((".pg", ".dot")):
+        raise UserError("--out for --solver nvi writes a controller: give a .pg (pomdp-solve) or .dot file")
+    if args.out and args.solver in POLICY_GRADIENT:
+        raise UserError(f"solver {args.solver} has no alpha-vector policy to write (--out)")
+    label, model = _resolve_for_solver(args)
     if args.time_limit is not None and not args.time_limit > 0:
         raise UserError(f"--time-limit must be positive, got {args.time_limit}")
     if args.episodes < 1:
@@ -182,8 +213,9 @@ def run(args: argparse.Namespace) -> int:
                                       seed=args.seed, callback=_gradient_progress(args.quiet),
                                       config=_gradient_config(args))
     else:
+        progress = _controller_progress(args.quiet) if args.solver == "nvi" else _progress_line(args.quiet)
         result = SOLVERS[args.solver](model, time_limit=args.time_limit, target_gap=args.target_gap,
-                                      seed=args.seed, callback=_progress_line(args.quiet))
+                                      seed=args.seed, callback=progress)
     ev = evaluate(jax.random.key(args.seed), model, result.policy,
                   num_episodes=args.episodes, horizon=args.horizon)
     mean, stderr = float(ev.mean), float(ev.stderr)
@@ -203,11 +235,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"policy       {result.info['policy']}, {result.info['memory_states']} memory state(s), "
               f"{result.info['iterations']} iterations, {result.info['environment_steps']} steps simulated")
         print(f"avg reward   {eta:.6g} (exact)" if eta is not None else f"avg reward   {last:.6g} (estimate)")
+    if args.solver == "nvi":
+        nodes, pbytes, abytes = (result.info.get(k) for k in ("num_nodes", "parameter_bytes", "alpha_vector_bytes"))
+        alpha = f", {abytes / 2 ** 20:.3g} MiB as explicit alpha-vectors" if abytes else ""
+        print(f"controller   {nodes} nodes, {pbytes / 2 ** 20:.3g} MiB of network parameters{alpha}; "
+              f"network estimate at b0 {result.info.get('value_estimate', float('nan')):.6g} (not certified)")
     print(f"simulated    {mean:.6g} ± {1.96 * stderr:.3g} (95% CI, {ev.num_episodes} episodes, "
           f"horizon {ev.horizon}, tail ≤ {float(ev.truncation_bound):.2g})")
     print(f"time         solve {result.solve_seconds:.3f} s, compile {result.compile_seconds:.3f} s")
 
-    if args.out:
+    if args.out and args.solver == "nvi":
+        from jaxpomdp.controller import write_dot, write_pg
+        if args.out.endswith(".pg"):
+            write_pg(args.out, result.policy.controller)
+        else:
+            write_dot(args.out, result.policy.controller, action_names=getattr(model, "action_names", None),
+                      observation_names=getattr(model, "observation_names", None))
+        print(f"policy       {args.out} (controller, {result.info.get('num_nodes')} nodes)")
+    elif args.out:
         if result.alphas is None:
             raise UserError(f"solver {args.solver} has no alpha-vector policy to write")
         write_alpha(args.out, result.alphas, result.alpha_actions)
@@ -232,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
             "num_vectors": None if result.alphas is None else int(len(result.alphas)),
             "backend": jax.default_backend(),
             **({"policy_gradient": _json_info(result.info)} if args.solver in POLICY_GRADIENT else {}),
+            **({"controller": _controller_info(result.info)} if args.solver == "nvi" else {}),
             "jaxpomdp_version": __version__,
         }
         atomic_write(args.json, json.dumps(record, indent=2) + "\n")
@@ -245,6 +291,13 @@ def _json_info(info: dict) -> dict:
     out = {k: info[k] for k in keys if k in info}
     out["exact_average_reward"] = _num(out.get("exact_average_reward"))
     return out
+
+
+def _controller_info(info: dict) -> dict:
+    keys = ("num_nodes", "reachable_nodes", "parameter_bytes", "parameter_bytes_bank", "alpha_vector_bytes",
+            "num_states", "value_estimate", "value_estimate_note", "start_value_mc", "upper_bound_kind",
+            "upper_bound_value", "iterations", "train_steps", "stop_reason")
+    return {k: info[k] for k in keys if k in info}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -147,6 +147,9 @@ def default_horizon(discount: float, *, tolerance: float = 0.01, cap: int = MAX_
 
 
 def _max_abs_reward(model: Any) -> Optional[float]:
+    known = getattr(model, "max_abs_reward", None)  # a simulator may state it
+    if known is not None:
+        return float(known)
     reward = getattr(model, "reward", None)
     return None if reward is None else float(np.max(np.abs(np.asarray(reward)), initial=0.0))
 
@@ -189,7 +192,8 @@ def evaluate(key: jax.Array, model: Any, policy: Any, *, num_episodes: int = 100
         (the truncation error is then at most 1% of ``max|R|``). Required when the
         discount is 1.
       batch_size: episodes simulated at once.
-      max_abs_reward: ``max |R|``; read from ``model.reward`` when the model has one.
+      max_abs_reward: ``max |R|``; read from ``model.max_abs_reward`` or ``model.reward``
+        when the model has one.
         Needed for the default horizon and ``truncation_bound``.
 
     Returns:

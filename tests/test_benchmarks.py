@@ -80,3 +80,22 @@ def test_foundation_benchmark_quick(tmp_path):
     assert data["load"]["mb_per_s"] > 0
     assert all(r["updates_per_s"] > 0 for r in data["belief"])
     assert data["rollout"]["steps_per_s"] > 0
+
+
+def test_gpomdp_benchmark_quick(tmp_path):
+    out, png = tmp_path / "gpomdp.json", tmp_path / "gpomdp.png"
+    proc = run_script("gpomdp.py", "--quick", "--json", str(out), "--plot", str(png), "--fsc-time", "2",
+                      "--problems", "tiger", "--restarts", "2", "--repeats", "1", timeout=600)
+    data = json.loads(out.read_text())
+    assert [r["chains"] for r in data["throughput"]] == [1, 64, 4096]
+    for r in data["throughput"]:
+        assert r["steps_per_second"] > 0 and r["numpy_steps_per_second"] > 0 and r["ratio_to_numpy"] > 0
+    rows = data["bias"]["rows"]
+    assert {r["beta"] for r in rows} >= {0.0, 0.99} and all(r["relative_stderr"] > 0 for r in rows)
+    # the exact limit's bias shrinks as beta grows
+    limits = [r["exact_limit_relative_bias"] for r in rows if r["T"] == rows[0]["T"]]
+    assert limits == sorted(limits, reverse=True)
+    assert data["three_state"][0]["exact_eta"] >= 0.79
+    assert data["controllers"][0]["problem"] == "tiger" and data["controllers"][0]["point_based_lower"] == 19.3711
+    assert png.exists() == (data["plot"] == str(png))
+    assert "x numpy" in proc.stdout and "rel. bias" in proc.stdout

@@ -100,6 +100,8 @@ def test_problem_given_as_a_file(tmp_path, capsys):
     (["tiger", "--solver", "gpomdp", "--memory", "0"], "--memory must be at least 1"),
     (["tiger", "--solver", "gpomdp", "--beta", "1"], "--beta must be in [0, 1)"),
     (["tiger", "--solver", "conjpomdp", "--restarts", "4"], "--restarts is for --solver gpomdp"),
+    (["tiger", "--solver", "gpomdp", "--out", "p.alpha"], "has no alpha-vector policy"),
+    (["tiger", "--solver", "nvi", "--out", "p.alpha"], "give a .pg"),
 ])
 def test_user_mistakes_get_one_line_and_status_2(capsys, argv, phrase):
     code, _, err = run_cli(capsys, *argv)
@@ -178,3 +180,28 @@ def test_gpomdp_solver_with_memory_on_tiger(tmp_path, capsys):
     assert pg["config"]["objective"] == "discounted" and pg["config"]["num_restarts"] == 2
     assert pg["exact_discounted_value"] is not None and pg["iterations"] >= 1
     assert err == ""
+
+
+def test_nvi_on_the_rocksample_simulator_writes_a_controller(tmp_path, capsys):
+    out, pg = tmp_path / "r.json", tmp_path / "c.pg"
+    code, stdout, err = run_cli(capsys, "rocksample:4,4", "--solver", "nvi", "--time-limit", "5", "--json",
+                                str(out), "--out", str(pg), "--episodes", "100", "--quiet")
+    assert code == 0, err
+    r = json.loads(out.read_text())
+    c = r["controller"]
+    assert r["num_states"] == 4 * 4 * 2 ** 4 + 1 and r["lower_bound"] is None
+    assert c["num_nodes"] >= 1 and c["parameter_bytes"] > 0
+    assert c["alpha_vector_bytes"] == c["num_nodes"] * r["num_states"] * 4
+    assert c["upper_bound_kind"] == "fully-observable" and r["upper_bound"] == pytest.approx(c["upper_bound_value"])
+    lines = pg.read_text().splitlines()
+    assert lines and all(len(line.split()) == 2 + r["num_observations"] for line in lines)
+    assert "controller" in stdout
+
+
+def test_nvi_writes_dot(tmp_path, capsys):
+    dot = tmp_path / "c.dot"
+    code, _, err = run_cli(capsys, "tiger", "--solver", "nvi", "--time-limit", "2", "--out", str(dot),
+                           "--episodes", "10", "--quiet")
+    assert code == 0, err
+    text = dot.read_text()
+    assert text.startswith("digraph") and "->" in text

@@ -16,6 +16,11 @@ Available now (``SOLVERS``):
   conjugate-gradient ascent with GPOMDP as its gradient oracle
   (:mod:`jaxpomdp.solvers.conjpomdp`). They need only a simulator and report no
   bounds.
+* ``nvi``: Neural Value Iteration, a finite network controller whose node values
+  are neural networks (:mod:`jaxpomdp.solvers.nvi`), for tabular models and
+  simulators (``rocksample:n,k`` runs on the RockSample simulator); its lower
+  bound is None (the network estimate is not certified), its upper bound QMDP or
+  the fully observable value.
 
 Every solver is called as ``solve(model, *, time_limit, target_gap, seed,
 callback)``; ``callback(seconds, lower, upper, num_vectors, num_beliefs)`` is
@@ -28,11 +33,11 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-from jaxpomdp.solvers import conjpomdp, gpomdp, point_based
+from jaxpomdp.solvers import conjpomdp, gpomdp, nvi, point_based
 from jaxpomdp.solvers.baseline import SolveResult, solve_blind, solve_qmdp
 
 __all__ = ["SolveResult", "SOLVERS", "POLICY_GRADIENT", "solve_blind", "solve_qmdp", "point_based",
-           "gpomdp", "conjpomdp"]
+           "gpomdp", "conjpomdp", "nvi"]
 
 #: Solver name -> ``solve(model, *, time_limit, target_gap, seed, callback) -> SolveResult``.
 SOLVERS: dict[str, Callable[..., SolveResult]] = {
@@ -43,6 +48,7 @@ SOLVERS: dict[str, Callable[..., SolveResult]] = {
     "perseus": functools.partial(point_based.solve, method="perseus"),
     "gpomdp": gpomdp.solve,
     "conjpomdp": conjpomdp.solve,
+    "nvi": nvi.solve,
 }
 
 #: The policy-gradient solvers: they take ``config=`` (their ``Config``) and report

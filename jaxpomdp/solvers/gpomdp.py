@@ -315,6 +315,10 @@ def policy_info(policy: Any, params: Any) -> dict:
             "params": jax.tree.map(lambda x: np.asarray(x).tolist(), params)}
 
 
+def _global_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+
 def _make_optimizer(config: Config):
     if config.optimizer == "adam":
         return optax.adam(config.learning_rate)
@@ -343,7 +347,7 @@ def _solve_iteration(key, params, opt_state, score, first, model, policy, rho, c
         grad, _, reward, _ = _gpomdp(key, model, policy, params, config.beta, rho, config.num_steps,
                                      config.num_chains, baseline)
         updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grad), opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, reward, optax.global_norm(grad)
+        return optax.apply_updates(params, updates), opt_state, reward, _global_norm(grad)
 
     # the baseline is the smoothed average reward of earlier iterations: independent of this
     # iteration's samples, so the estimate stays unbiased

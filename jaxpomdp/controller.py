@@ -1,0 +1,321 @@
+"""Finite network controllers (FNC): a policy graph whose nodes carry value networks.
+
+A :class:`Controller` is a node bank of fixed capacity ``N``:
+
+* ``actions[N]``: the action of each node;
+* ``edges[N, O]``: the node to go to after each observation;
+* ``active[N]``: which rows are in use (the rest is free capacity);
+* ``params``: ONE pytree of stacked network parameters, leading axis ``N``;
+  ``f_n(s) = apply_fn(params[n], features(s))`` approximates the alpha-vector of
+  node ``n``: the expected discounted return of running the controller from node
+  ``n`` when the hidden state is ``s`` (You et al. 2026, "Neural Value Iteration").
+  All nodes are evaluated at once with ``jax.vmap`` (:func:`node_values`);
+* ``start``: the node to start from at ``b0``.
+
+``apply_fn(params, x)`` maps one node's parameters and a batch of features
+float[B, F] to float[B]; any network library fits. :func:`mlp` gives the default
+flax MLP.
+
+Two ways to act (both :class:`~jaxpomdp.policy.Policy`, so
+:func:`jaxpomdp.simulate.evaluate` runs them):
+
+* :class:`ControllerPolicy` follows the graph: act ``a_n``, observe ``o``, move to
+  ``e_n(o)``; no belief is tracked and no network is evaluated;
+* :class:`ParticleArgmaxPolicy` keeps a particle belief
+  (:mod:`jaxpomdp.particles`) and acts ``a_{n*}`` with
+  ``n* = argmax_n mean_i f_n(s_i)`` over the active nodes.
+
+Export: :func:`to_dot` (Graphviz) and :func:`to_pg` (pomdp-solve's policy graph:
+one line per node, ``node action succ_obs0 succ_obs1 ...``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from flax import struct
+
+from jaxpomdp import particles
+
+__all__ = ["Controller", "MLP", "mlp", "init_params", "node_values", "belief_values", "best_node",
+           "ControllerPolicy", "ParticleArgmaxPolicy", "reachable", "to_dot", "to_pg", "write_dot", "write_pg",
+           "parameter_bytes", "node_parameter_count"]
+
+
+class MLP(nn.Module):
+    """A small ReLU MLP with a scalar output: float[B, F] -> float[B].
+
+    The output is multiplied by ``scale`` (values of tens to hundreds of reward
+    units are then a few units of the last layer, which keeps Adam's steps useful).
+    """
+
+    hidden: Sequence[int] = (64, 64)
+    scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, x):
+        for h in self.hidden:
+            x = nn.relu(nn.Dense(h)(x))
+        return self.scale * nn.Dense(1)(x)[..., 0]
+
+
+@functools.lru_cache(maxsize=None)
+def _mlp(hidden: tuple, scale: float):
+    module = MLP(hidden, scale)
+
+    def init_fn(key, num_features, dtype=jnp.float32):
+        params = module.init(key, jnp.zeros((1, num_features), dtype))
+        return jax.tree.map(lambda p: p.astype(dtype), params)
+
+    return init_fn, module.apply
+
+
+def mlp(hidden: Sequence[int] = (64, 64), scale: float = 1.0) -> tuple[Callable, Callable]:
+    """``(init_fn, apply_fn)`` of the default network (:class:`MLP`).
+
+    ``init_fn(key, num_features, dtype) -> params`` of one node; ``apply_fn(params,
+    x float[B, F]) -> float[B]``. The same arguments give the same function
+    objects, so jit caches keyed on them hit.
+    """
+    return _mlp(tuple(int(h) for h in hidden), float(scale))
+
+
+def init_params(key: jax.Array, init_fn: Callable, capacity: int, num_features: int, dtype=jnp.float32):
+    """Stacked parameters of ``capacity`` independently initialised nodes (leading axis N)."""
+    return jax.vmap(lambda k: init_fn(k, num_features, dtype))(jax.random.split(key, capacity))
+
+
+@struct.dataclass
+class Controller:
+    """A finite network controller (module docstring).
+
+    Fields:
+      actions: int32[N].
+      edges: int32[N, O].
+      active: bool[N].
+      params: stacked parameter pytree (leading axis N).
+      start: int32[] the start node.
+      apply_fn: static ``apply_fn(params, x float[B, F]) -> float[B]``.
+    """
+
+    actions: jax.Array
+    edges: jax.Array
+    active: jax.Array
+    params: Any
+    start: jax.Array
+    apply_fn: Callable = struct.field(pytree_node=False, default=None)
+
+    @property
+    def capacity(self) -> int:
+        return self.actions.shape[0]
+
+    @property
+    def num_observations(self) -> int:
+        return self.edges.shape[1]
+
+
+def node_values(apply_fn: Callable, params: Any, features: jax.Array) -> jax.Array:
+    """float[N, B]: every node's network at every feature row float[B, F] (vmap over nodes)."""
+    chex.assert_rank(features, 2)
+    return jax.vmap(lambda p: apply_fn(p, features))(params)
+
+
+def belief_values(controller: Controller, model: Any, belief: particles.ParticleBelief) -> jax.Array:
+    """float[N] ``sum_i w_i f_n(s_i)`` for each node (``-inf`` for inactive nodes)."""
+    feats = jax.vmap(model.features)(belief.states)
+    v = particles.expectation(belief, node_values(controller.apply_fn, controller.params, feats).T)
+    return jnp.where(controller.active, v, -jnp.inf)
+
+
+def best_node(controller: Controller, model: Any, belief: particles.ParticleBelief) -> jax.Array:
+    """int32[] the active node of highest value at a particle belief."""
+    return jnp.argmax(belief_values(controller, model, belief)).astype(jnp.int32)
+
+
+@struct.dataclass
+class ControllerPolicy:
+    """Follows the controller graph from its start node (no belief tracking).
+
+    Memory: int32[] the current node.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> c = Controller(jnp.array([0, 1], jnp.int32), jnp.array([[0, 1], [0, 0]], jnp.int32),
+      ...                jnp.array([True, True]), None, jnp.int32(0))
+      >>> p = ControllerPolicy(c)
+      >>> int(p.update(None, p.init(None), jnp.int32(0), jnp.int32(1)))
+      1
+    """
+
+    controller: Controller
+
+    def init(self, model: Any) -> jax.Array:
+        del model
+        return jnp.asarray(self.controller.start, jnp.int32)
+
+    def act(self, key: jax.Array, memory: jax.Array) -> jax.Array:
+        del key
+        return self.controller.actions[memory].astype(jnp.int32)
+
+    def update(self, model: Any, memory: jax.Array, action: jax.Array, observation: jax.Array) -> jax.Array:
+        del model, action
+        return self.controller.edges[memory, observation].astype(jnp.int32)
+
+
+@struct.dataclass
+class ParticleArgmaxPolicy:
+    """Tracks a particle belief and acts with the best node's action at it.
+
+    ``n* = argmax_n sum_i w_i f_n(s_i)`` over the active nodes; action ``a_{n*}``.
+    Memory: ``(ParticleBelief, key)``. The filter's randomness comes from ``key``
+    (started from ``seed`` and folded with each action and observation), so the
+    policy is a deterministic function of the history. Each step evaluates all
+    ``N`` networks at ``num_particles`` states: much dearer than
+    :class:`ControllerPolicy`.
+
+    Fields:
+      controller: the :class:`Controller`.
+      model: the model (the Policy protocol's ``act`` has no model argument; the
+        networks need the model's ``features``).
+      seed: uint32[] seed of the filter's key.
+      num_particles: static particle count.
+      resample_threshold: static ESS fraction below which to resample.
+    """
+
+    controller: Controller
+    model: Any
+    seed: jax.Array = struct.field(default_factory=lambda: jnp.uint32(0))
+    num_particles: int = struct.field(pytree_node=False, default=256)
+    resample_threshold: float = struct.field(pytree_node=False, default=0.5)
+
+    def init(self, model: Any):
+        key = jax.random.key(jnp.asarray(self.seed, jnp.uint32))
+        k0, k1 = jax.random.split(key)
+        return particles.init(k0, model, self.num_particles), k1
+
+    def act(self, key: jax.Array, memory) -> jax.Array:
+        del key
+        belief, _ = memory
+        return self.controller.actions[best_node(self.controller, self.model, belief)].astype(jnp.int32)
+
+    def update(self, model: Any, memory, action: jax.Array, observation: jax.Array):
+        belief, key = memory
+        key = jax.random.fold_in(jax.random.fold_in(key, action), observation)
+        key, sub = jax.random.split(key)
+        belief, _ = particles.update(sub, model, belief, action, observation,
+                                     resample_threshold=self.resample_threshold)
+        return belief, key
+
+
+# ------------------------------------------------------------------ export
+def reachable(controller: Controller) -> np.ndarray:
+    """bool[N]: the nodes reachable from ``start`` along edges (host-side)."""
+    edges = np.asarray(controller.edges)
+    seen = np.zeros(edges.shape[0], bool)
+    stack = [int(controller.start)]
+    while stack:
+        n = stack.pop()
+        if seen[n]:
+            continue
+        seen[n] = True
+        stack.extend(int(m) for m in edges[n] if not seen[m])
+    return seen
+
+
+def _export_nodes(controller: Controller, reachable_only: bool):
+    keep = reachable(controller) if reachable_only else np.asarray(controller.active).copy()
+    keep[int(controller.start)] = True
+    start = int(controller.start)
+    order = [start] + [int(i) for i in np.flatnonzero(keep) if i != start]
+    renumber = {old: new for new, old in enumerate(order)}
+    return order, renumber
+
+
+def to_pg(controller: Controller, *, reachable_only: bool = True) -> str:
+    """The controller in pomdp-solve's ``.pg`` format.
+
+    One line per node, ``node action succ_0 succ_1 ... succ_{O-1}`` (0-based node,
+    action and observation numbers); the start node is node 0, the other nodes
+    keep their relative order. ``reachable_only``: only the nodes reachable from
+    the start (else every active node).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> c = Controller(jnp.array([0, 1], jnp.int32), jnp.array([[0, 1], [0, 0]], jnp.int32),
+      ...                jnp.array([True, True]), None, jnp.int32(0))
+      >>> print(to_pg(c), end="")
+      0 0  0 1
+      1 1  0 0
+    """
+    order, renumber = _export_nodes(controller, reachable_only)
+    actions, edges = np.asarray(controller.actions), np.asarray(controller.edges)
+    lines = []
+    for new, old in enumerate(order):
+        succ = " ".join(str(renumber.get(int(m), -1)) for m in edges[old])
+        lines.append(f"{new} {int(actions[old])}  {succ}")
+    return "\n".join(lines) + "\n"
+
+
+def _quote(s: str) -> str:
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_dot(controller: Controller, *, action_names: Optional[Sequence[str]] = None,
+           observation_names: Optional[Sequence[str]] = None, reachable_only: bool = True,
+           name: str = "controller") -> str:
+    """The controller as a Graphviz DOT digraph (nodes numbered as in :func:`to_pg`).
+
+    Each node is labelled ``n<i>: <action>``; the start node is drawn double; the
+    edges from a node to the same successor are merged into one labelled with
+    their observations.
+    """
+    order, renumber = _export_nodes(controller, reachable_only)
+    actions, edges = np.asarray(controller.actions), np.asarray(controller.edges)
+    an = (lambda a: action_names[a]) if action_names is not None else str
+    on = (lambda o: observation_names[o]) if observation_names is not None else str
+    out = [f"digraph {_quote(name)} {{", "  rankdir=LR;", "  node [shape=ellipse];"]
+    for new, old in enumerate(order):
+        shape = ", shape=doublecircle" if new == 0 else ""
+        out.append(f"  n{new} [label={_quote(f'n{new}: {an(int(actions[old]))}')}{shape}];")
+    for new, old in enumerate(order):
+        groups: dict[int, list[str]] = {}
+        for o, m in enumerate(edges[old]):
+            groups.setdefault(renumber.get(int(m), -1), []).append(on(o))
+        for dst, obs in groups.items():
+            if dst < 0:
+                continue
+            out.append(f"  n{new} -> n{dst} [label={_quote(', '.join(obs))}];")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def write_pg(path, controller: Controller, **kwargs) -> None:
+    """Writes :func:`to_pg` to ``path`` atomically."""
+    from jaxpomdp.io import atomic_write
+    atomic_write(path, to_pg(controller, **kwargs))
+
+
+def write_dot(path, controller: Controller, **kwargs) -> None:
+    """Writes :func:`to_dot` to ``path`` atomically."""
+    from jaxpomdp.io import atomic_write
+    atomic_write(path, to_dot(controller, **kwargs))
+
+
+def node_parameter_count(params: Any) -> int:
+    """Parameters of ONE node (stacked leaves divided by the capacity)."""
+    leaves = jax.tree.leaves(params)
+    return int(sum(np.prod(x.shape[1:]) for x in leaves))
+
+
+def parameter_bytes(controller: Controller, *, active_only: bool = True) -> int:
+    """Bytes of the network parameters (of the active nodes, or of the whole bank)."""
+    leaves = jax.tree.leaves(controller.params)
+    per_node = int(sum(np.prod(x.shape[1:]) * x.dtype.itemsize for x in leaves))
+    count = int(np.sum(np.asarray(controller.active))) if active_only else controller.capacity
+    return per_node * count

@@ -1,0 +1,786 @@
+"""Neural Value Iteration: planning a finite network controller from a simulator.
+
+You, Çakır, Schutz, Hawes, "Neural Value Iteration" (UAI 2026, arXiv 2511.08825);
+the design follows ``docs/ALGORITHMS.md`` §2 (the MCVI -> NVI line: Bai, Hsu, Lee,
+Ngo 2010). The value function is ``V(b) = max_n E_{s~b} f_{theta_n}(s)``, one
+network per controller node (:mod:`jaxpomdp.controller`); only a simulator
+``(s, a) -> (s', o, r, done)`` (:class:`~jaxpomdp.model.GenerativePOMDP`) is used.
+
+One :func:`update` (everything jit-compiled, static shapes) is:
+
+1. **Belief collection** (:func:`collect`): ``width`` trajectories from ``b0``
+   with particle beliefs (:mod:`jaxpomdp.particles`), following a hidden state
+   drawn from ``b0``. A trajectory either follows the current controller (the
+   best node's action at each belief; probability ``follow_controller``) or is
+   *guided*: for its first ``L`` steps (``L`` uniform in ``0..info_steps``) the most
+   informative action, ``argmax_a I(o; s' | b, a)`` (mutual information of the
+   next observation and state, from the particles and the observation
+   likelihood), then the action greedy on an upper bound at the *hidden* state,
+   ``argmax_a E[r + gamma U(s')]`` (``U``: the QMDP values of a tabular model, so
+   the MDP's optimal action; ``model.upper_value(s)`` of a simulator that has one,
+   e.g. RockSample's fully observable bound). So guided trajectories gather some
+   information and then take the optimistic, fully informed path; the backups
+   along them weigh what the information is worth. Each step is replaced by a
+   random action with probability ``explore_random``. The beliefs are stored in
+   a ring buffer (the pool).
+2. **Backups**, deepest first along each trajectory (:func:`backup`, MCVI-style):
+   at belief ``b`` (particles ``s_i``), for every action ``a`` simulate ``(s'_i, o_i,
+   r_i)``; for each ``o`` the successor ``n*(a, o) = argmax_n sum_{i: o_i = o}
+   f_n(s'_i)``; ``Q(b, a) = mean_i [r_i + gamma f_{n*(a, o_i)}(s'_i)]`` (0 after a
+   terminal ``s'``). The candidate node (action ``a* = argmax_a Q(b, a)``, edges
+   ``n*(a*, .)``; an observation no particle produced gets the successor best over
+   all particles) is then valued by *simulation*: the controller run from it,
+   ``fit_repeats`` times per particle, for ``td_steps`` steps, then the target
+   networks; unbiased for that controller, unlike the max inside ``Q``. If that
+   beats the controller's network value at ``b`` by more than ``improve_tol (1 +
+   |V|)`` and no node with the same action and edges exists, the node takes the
+   first free slot and its network is fitted (``fit_steps`` Adam steps,
+   warm-started from the best node at ``b``) to those returns and to as many from
+   states of random pooled beliefs, so that it does not extrapolate its plan's
+   value to states where the plan does not apply. When fewer than ``width *
+   max_depth`` slots are free, :func:`prune` frees the nodes unused for
+   ``prune_age`` iterations (keeping the blind nodes and everything reachable
+   from the kept ones).
+3. **Training** (:func:`train_step`, ``train_steps`` times): one optax step for
+   every active node at once on the squared Bellman residual of the controller,
+   ``L = 1/2 E_{n, s} [f_n(s) - y]^2`` with ``y = sum_{t<H} gamma^t r_t + gamma^H
+   fbar_{n_H}(s_H)``: the controller run for ``H = td_steps`` steps from ``(s, n)``
+   (``H = 1``: ``y = r(s, a_n) + gamma fbar_{e_n(o)}(s')``, the issue's residual),
+   ``fbar`` the target parameters (copied every ``target_period`` steps), 0 after
+   a terminal state. Each node trains on ``batch_per_node`` states, a fraction
+   ``home_fraction`` from the belief it was created at, the rest from random
+   pooled beliefs. The train step is a pure function of fixed shapes: it traces
+   and compiles once.
+
+:func:`solve` drives it under a time limit (the first compilation excluded and
+reported apart) and reports the controller's estimated value at ``b0``,
+``max_n mean_i f_n(s_i)`` over a fixed set of ``b0`` particles, as it goes. That
+estimate is **not** a certified bound (the returned ``lower_bound`` is None); the
+policy's value is measured by simulation (:func:`jaxpomdp.simulate.evaluate`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from jaxpomdp import bounds, particles
+from jaxpomdp.controller import Controller, ControllerPolicy, init_params, mlp, node_values, reachable
+from jaxpomdp.model import TabularPOMDP
+from jaxpomdp.solvers.baseline import SolveResult
+
+__all__ = ["Config", "NVIState", "Network", "BackupResult", "default_config", "init", "collect", "backup",
+           "train_step", "explore", "train", "update", "prune", "value_at_b0", "controller_of", "solve",
+           "upper_bound_at_b0", "mlp"]
+
+#: Float type of the networks and of the solver's arithmetic.
+DTYPE = jnp.float32
+
+#: :func:`solve` refuses default networks whose first layers (all nodes) exceed this.
+MAX_FIRST_LAYER_BYTES = 2 ** 30
+
+
+class Config(NamedTuple):
+    """Hyper-parameters (static: a change recompiles).
+
+    Attributes:
+      capacity: node-bank capacity ``N``.
+      hidden: hidden layer widths of the default MLP.
+      value_scale: the default MLP's output scale.
+      num_particles: particles per belief ``P``.
+      b0_particles: particles of the fixed ``b0`` sample the value is reported on.
+      max_depth: longest trajectory ``D``.
+      width: trajectories per update.
+      pool_capacity: beliefs kept for training (ring buffer).
+      learning_rate: Adam step of the train step.
+      batch_per_node: states per node per train step.
+      home_fraction: share of them from the node's own belief.
+      td_steps: ``H`` of the Bellman target (1 = one-step residual).
+      target_period: train steps between copies of the target parameters.
+      train_steps: train steps per update.
+      fit_steps, fit_learning_rate, fit_repeats: fitting a new node's network.
+      explore_random, follow_controller, info_steps, info_threshold: exploration
+        in :func:`collect`: a trajectory follows the controller with probability
+        ``follow_controller``; otherwise it takes the most informative action for
+        its first ``L ~ U{0..info_steps}`` steps (where some action's information
+        gain exceeds ``info_threshold`` nats) and then the upper bound's action at
+        the hidden state; every step is replaced by a random action with
+        probability ``explore_random``.
+      improve_tol: a backup adds a node only if it improves the value at its belief
+        by more than ``improve_tol * (1 + |V|)``.
+      prune_age: when fewer than ``width * max_depth`` slots are free, the nodes
+        unused for ``prune_age`` iterations are freed (:func:`prune`).
+    """
+
+    capacity: int = 256
+    hidden: tuple = (32, 32)
+    value_scale: float = 10.0
+    num_particles: int = 128
+    b0_particles: int = 1024
+    max_depth: int = 40
+    width: int = 1
+    pool_capacity: int = 2048
+    learning_rate: float = 1e-3
+    batch_per_node: int = 16
+    home_fraction: float = 0.5
+    td_steps: int = 16
+    target_period: int = 20
+    train_steps: int = 20
+    fit_steps: int = 50
+    fit_learning_rate: float = 3e-3
+    fit_repeats: int = 4
+    explore_random: float = 0.1
+    follow_controller: float = 0.3
+    info_steps: int = 16
+    info_threshold: float = 0.05
+    improve_tol: float = 1e-2
+    prune_age: int = 3
+
+
+def default_config(model: Any, **overrides) -> Config:
+    """The defaults, with ``max_depth`` long enough for the discount (capped at 100)."""
+    gamma = float(np.asarray(model.discount))
+    depth = 40 if gamma >= 1 else int(min(100, max(10, math.ceil(math.log(0.05) / math.log(max(gamma, 1e-3))))))
+    return Config(max_depth=depth)._replace(**overrides)
+
+
+class Network(NamedTuple):
+    """A node network: ``init_fn(key, num_features, dtype) -> params``, ``apply_fn(params, x[B, F]) -> [B]``."""
+
+    init_fn: Callable
+    apply_fn: Callable
+
+
+class NVIState(NamedTuple):
+    """The solver state (fixed shapes: ``N`` nodes, pool of ``B`` beliefs of ``P`` particles).
+
+    Attributes:
+      params, target_params: stacked node parameters (leading axis N).
+      opt_state: optax state of the train step.
+      actions: int32[N]; edges: int32[N, O]; active: bool[N].
+      home: int32[N] the pool slot of the belief a node was created at (-1: none).
+      last_used: int32[N] the last iteration at which a node was the best at a
+        collected belief or chosen by a backup (what :func:`prune` keeps).
+      num_nodes: int32[] active nodes.
+      pool: states [B, P] of pooled beliefs (equally weighted particles).
+      pool_count: int32[] beliefs ever written (the ring's write position mod B).
+      b0_states: states [P0] drawn from ``b0``.
+      steps: int32[] train steps taken; backups: int32[] nodes added by backups.
+      iteration: int32[] explore calls so far.
+      upper_table: float[S] ``max_a Q_MDP(s, a)`` of a tabular model (float[1] else).
+    """
+
+    params: Any
+    target_params: Any
+    opt_state: Any
+    actions: jax.Array
+    edges: jax.Array
+    active: jax.Array
+    home: jax.Array
+    last_used: jax.Array
+    num_nodes: jax.Array
+    pool: Any
+    pool_count: jax.Array
+    b0_states: Any
+    steps: jax.Array
+    backups: jax.Array
+    iteration: jax.Array
+    upper_table: jax.Array
+
+
+# ------------------------------------------------------------------ helpers
+def _features(model, states) -> jax.Array:
+    return jax.vmap(model.features)(states).astype(DTYPE)
+
+
+def _step(model, key, state, action):
+    s2, o, r, d = model.step(key, state, action)
+    return s2, jnp.asarray(o, jnp.int32), jnp.asarray(r, DTYPE), jnp.asarray(d, bool)
+
+
+def _gamma(model):
+    return jnp.asarray(model.discount, DTYPE)
+
+
+def _take(tree, idx):
+    return jax.tree.map(lambda x: x[idx], tree)
+
+
+def _set(tree, idx, value):
+    return jax.tree.map(lambda x, v: x.at[idx].set(v), tree, value)
+
+
+def _all_values(apply_fn, st: NVIState, feats, params=None) -> jax.Array:
+    """float[N, B], ``-inf`` for inactive nodes."""
+    v = node_values(apply_fn, st.params if params is None else params, feats)
+    return jnp.where(st.active[:, None], v, -jnp.inf)
+
+
+def _optimizer(config: Config):
+    return optax.adam(config.learning_rate)
+
+
+def _upper_table(model: Any) -> jax.Array:
+    if isinstance(model, TabularPOMDP):
+        return jnp.max(bounds.qmdp(model), axis=0).astype(DTYPE)
+    return jnp.zeros(1, DTYPE)
+
+
+def _has_upper(model: Any) -> bool:
+    return isinstance(model, TabularPOMDP) or hasattr(model, "upper_value")
+
+
+def _upper_value(model: Any, st: "NVIState", s) -> jax.Array:
+    """``U(s)`` guiding exploration: QMDP for tabular models, else ``model.upper_value``."""
+    if isinstance(model, TabularPOMDP):
+        return st.upper_table[s]
+    return jnp.asarray(model.upper_value(s), DTYPE)
+
+
+def _with_upper_table(model: Any, max_rocks: int = 20) -> Any:
+    """RockSample simulators get their fully observable value table (exact ``U``)."""
+    from jaxpomdp.problems.rocksample_sim import RockSampleSim
+    if isinstance(model, RockSampleSim) and model.fo_table is None and 0 < model.k <= max_rocks:
+        return model.with_fully_observable_table()
+    return model
+
+
+def upper_bound_at_b0(model: Any) -> tuple[Optional[float], str]:
+    """``(value, kind)``: a certified upper bound on ``V*(b0)`` where one is known.
+
+    Tabular: the QMDP value (``kind = "qmdp"``). A simulator with
+    ``fully_observable_value`` support (RockSample): the fully observable MDP's
+    value at ``b0`` (``"fully-observable"``, exact up to 20 rocks; a Monte Carlo
+    estimate above, ``"fully-observable-mc"``, not certified). Otherwise ``(None, "none")``.
+    """
+    if isinstance(model, TabularPOMDP):
+        bounds.check_discount(model)
+        q = bounds.qmdp(model)
+        return float(jnp.max(q @ model.initial_belief)), "qmdp"
+    from jaxpomdp.problems.rocksample_sim import RockSampleSim, fully_observable_value
+    if isinstance(model, RockSampleSim):
+        fo = fully_observable_value(model)
+        return fo.value, "fully-observable" if fo.exact else "fully-observable-mc"
+    return None, "none"
+
+
+# ------------------------------------------------------------------- init
+@partial(jax.jit, static_argnames=("config", "network"))
+def init(key: jax.Array, model: Any, config: Config = Config(), network: Optional[Network] = None) -> NVIState:
+    """The initial state: one blind node per action (action ``a``, every edge to itself).
+
+    The pool starts with ``b0`` particles (the first belief); the networks are
+    freshly initialised (the train steps give the blind nodes their values).
+    """
+    network = network or Network(*mlp(config.hidden, config.value_scale))
+    A, O, N = model.num_actions, model.num_observations, config.capacity
+    if N < A:
+        raise ValueError(f"capacity {N} < {A} actions: the blind nodes do not fit")
+    k_params, k_b0, k_pool = jax.random.split(key, 3)
+    b0_states = jax.vmap(model.initial_state)(jax.random.split(k_b0, config.b0_particles))
+    F = _features(model, _take(b0_states, jnp.arange(1))).shape[-1]
+    params = init_params(k_params, network.init_fn, N, F, DTYPE)
+    first = jax.vmap(model.initial_state)(jax.random.split(k_pool, config.num_particles))
+    pool = jax.tree.map(lambda x: jnp.zeros((config.pool_capacity,) + x.shape, x.dtype).at[0].set(x), first)
+    actions = jnp.zeros(N, jnp.int32).at[:A].set(jnp.arange(A, dtype=jnp.int32))
+    edges = jnp.zeros((N, O), jnp.int32).at[:A].set(jnp.broadcast_to(jnp.arange(A, dtype=jnp.int32)[:, None], (A, O)))
+    active = jnp.arange(N) < A
+    home = jnp.where(active, 0, -1).astype(jnp.int32)
+    opt_state = _optimizer(config).init(params)
+    return NVIState(params, params, opt_state, actions, edges, active, home, jnp.zeros(N, jnp.int32), jnp.int32(A),
+                    pool, jnp.int32(1), b0_states, jnp.int32(0), jnp.int32(0), jnp.int32(0),
+                    _upper_table(model))
+
+
+# -------------------------------------------------------------- value at b0
+def value_at_b0(apply_fn: Callable, st: NVIState, model: Any) -> tuple[jax.Array, jax.Array]:
+    """``(max_n mean f_n over the b0 particles, argmax node)``."""
+    v = jnp.mean(_all_values(apply_fn, st, _features(model, st.b0_states)), axis=1)
+    return jnp.max(v), jnp.argmax(v).astype(jnp.int32)
+
+
+_value_at_b0_jit = jax.jit(value_at_b0, static_argnums=0)
+
+
+def controller_of(st: NVIState, apply_fn: Callable, model: Any) -> Controller:
+    """The :class:`~jaxpomdp.controller.Controller` of a state (start = best node at b0)."""
+    _, start = value_at_b0(apply_fn, st, model)
+    return Controller(st.actions, st.edges, st.active, st.params, start, apply_fn)
+
+
+# ------------------------------------------------------------------ collect
+def collect(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: Callable):
+    """One trajectory of particle beliefs from ``b0``.
+
+    Returns ``(states [D, P], valid bool[D], best int32[D])``: the particles, which
+    steps were taken before the hidden state ended, the best node at each belief.
+    """
+    D, P, A = config.max_depth, config.num_particles, model.num_actions
+    gamma = _gamma(model)
+    k_b, k_s, k_run, k_true = jax.random.split(key, 4)
+    belief = particles.init(k_b, model, P)
+    true = model.initial_state(k_true)
+
+    def upper_action(key, state):
+        """``argmax_a mean [r + gamma U(s')]`` at the hidden state (8 simulations per action)."""
+        def q(a, keys):
+            s2, _, r, d = jax.vmap(lambda k: _step(model, k, state, a))(keys)
+            return jnp.mean(r + gamma * jnp.where(d, 0, jax.vmap(lambda x: _upper_value(model, st, x))(s2)))
+        keys = jax.random.split(key, A * 8).reshape(A, 8)
+        return jnp.argmax(jax.vmap(q)(jnp.arange(A), keys)).astype(jnp.int32)
+
+    def info_action(key, b_states):
+        """``argmax_a I(o; s' | b, a)``: the most informative action (0 if none informs)."""
+        O = model.num_observations
+
+        def mi(a, keys):
+            s_prev = b_states
+            s2, o, _, _ = jax.vmap(lambda k, s: _step(model, k, s, a))(keys, s_prev)
+            z = jax.vmap(lambda s, s_2, o_: jax.vmap(
+                lambda oo: particles.likelihood(model, s, a, s_2, oo, o_))(jnp.arange(O)))(s_prev, s2, o)
+            z = z.astype(DTYPE)
+            z = z / jnp.maximum(jnp.sum(z, axis=1, keepdims=True), 1e-30)
+            ent = lambda p: -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1)), 0), axis=-1)  # noqa: E731
+            return ent(jnp.mean(z, axis=0)) - jnp.mean(ent(z))
+        keys = jax.random.split(key, A * P).reshape(A, P)
+        gain = jax.vmap(mi)(jnp.arange(A), keys)
+        return jnp.argmax(gain).astype(jnp.int32), jnp.max(gain)
+
+    k_mode, k_len = jax.random.split(k_s)
+    follow = jax.random.uniform(k_mode) < config.follow_controller
+    if not _has_upper(model) and config.info_steps == 0:
+        follow = jnp.ones((), bool)
+    info_steps = jax.random.randint(k_len, (), 0, config.info_steps + 1)
+
+    def body(carry, xs):
+        key, t = xs
+        belief, true, done = carry
+        k_u, k_r, k_c, k_t, k_f = jax.random.split(key, 5)
+        feats = _features(model, belief.states)
+        v = jnp.mean(_all_values(apply_fn, st, feats), axis=1)
+        a_ctrl = st.actions[jnp.argmax(v)]
+        a_up = upper_action(k_u, true) if _has_upper(model) else a_ctrl
+        a_info, gain = info_action(k_u, belief.states) if config.info_steps > 0 else (a_ctrl, 0.0)
+        a_info = jnp.where(gain > config.info_threshold, a_info, a_up)
+        a_rand = jax.random.randint(k_r, (), 0, A, dtype=jnp.int32)
+        guided = jnp.where(t < info_steps, a_info, a_up)
+        a = jnp.where(follow, a_ctrl, guided)
+        a = jnp.where(jax.random.uniform(k_c) < config.explore_random, a_rand, a)
+        a = a.astype(jnp.int32)
+        true2, o, _, d = _step(model, k_t, true, a)
+        belief2, _ = particles.update(k_f, model, belief, a, o, resample_threshold=1.0)
+        out = (belief.states, ~done, jnp.argmax(v).astype(jnp.int32))
+        return (belief2, true2, done | d), out
+
+    _, (states, valid, best) = lax.scan(body, (belief, true, jnp.zeros((), bool)),
+                                       (jax.random.split(k_run, D), jnp.arange(D)))
+    return states, valid, best
+
+
+# ------------------------------------------------------------------- backup
+class BackupResult(NamedTuple):
+    """What :func:`backup` finds at one belief."""
+
+    q: jax.Array           # float[A]
+    action: jax.Array      # int32[]
+    edges: jax.Array       # int32[O]
+    value: jax.Array       # float[] controller value at b before
+    best: jax.Array        # int32[] best node at b before
+
+
+def backup(key: jax.Array, model: Any, st: NVIState, b_states: Any, apply_fn: Callable) -> BackupResult:
+    """The MCVI-style backup at a belief of equally weighted particles ``b_states`` [P]."""
+    A, O = model.num_actions, model.num_observations
+    P = jax.tree.leaves(b_states)[0].shape[0]
+    gamma = _gamma(model)
+
+    def per_action(args):
+        a, keys = args
+        s2, o, r, d = jax.vmap(lambda k, s: _step(model, k, s, a))(keys, b_states)
+        F = _all_values(apply_fn, st, _features(model, s2))          # [N, P]
+        F = jnp.where(d[None, :], 0.0, F)
+        onehot = jax.nn.one_hot(o, O, dtype=DTYPE)                    # [P, O]
+        score = jnp.where(st.active[:, None], jnp.where(st.active[:, None], F, 0.0) @ onehot, -jnp.inf)
+        overall = jnp.argmax(jnp.sum(F, axis=1))
+        succ = jnp.where(jnp.sum(onehot, axis=0) > 0, jnp.argmax(score, axis=0), overall).astype(jnp.int32)
+        cont = F[succ[o], jnp.arange(P)]
+        return jnp.mean(r + gamma * cont), succ
+
+    keys = jax.random.split(key, A * P).reshape(A, P)
+    q, succ = lax.map(per_action, (jnp.arange(A, dtype=jnp.int32), keys))
+    a_star = jnp.argmax(q).astype(jnp.int32)
+    v_old = jnp.mean(_all_values(apply_fn, st, _features(model, b_states)), axis=1)
+    return BackupResult(q, a_star, succ[a_star], jnp.max(v_old), jnp.argmax(v_old).astype(jnp.int32))
+
+
+def _fit(p0, x, y, config: Config, apply_fn):
+    """``fit_steps`` Adam steps of one node's network on ``(x [B, F], y [B])`` from ``p0``."""
+    opt = optax.adam(config.fit_learning_rate)
+
+    def loss(p):
+        return 0.5 * jnp.mean((apply_fn(p, x) - y) ** 2)
+
+    def step(carry, _):
+        p, s = carry
+        g = jax.grad(loss)(p)
+        upd, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, upd), s), None
+
+    (p, _), _ = lax.scan(step, (p0, opt.init(p0)), None, length=config.fit_steps)
+    return p
+
+
+def _add_node(key, model, st: NVIState, b_states, slot, config: Config, apply_fn) -> NVIState:
+    """Backs up at a belief; adds the node if its simulated value beats the controller's.
+
+    The candidate node (action ``a*``, edges ``n*(a*, .)``) is put in the first free
+    slot and its value at the belief is measured by running the controller from it
+    (``fit_repeats`` runs per particle of ``td_steps`` steps, then the target
+    networks): unbiased for that controller, unlike the max in ``Q(b, a*)``. If that
+    beats the best node's network value by ``improve_tol``, the node is kept and its
+    network fitted to those returns and to as many from states of random pooled
+    beliefs (warm-started from the best node's network).
+    """
+    k_b, k_r, k_p, k_q, k_o = jax.random.split(key, 5)
+    res = backup(k_b, model, st, b_states, apply_fn)
+    N, R = config.capacity, config.fit_repeats
+    P = jax.tree.leaves(b_states)[0].shape[0]
+    duplicate = jnp.any(st.active & (st.actions == res.action) & jnp.all(st.edges == res.edges[None, :], axis=1))
+    j = jnp.argmin(st.active).astype(jnp.int32)  # the first free slot
+    room = ~jnp.all(st.active)
+    p0 = _take(st.params, res.best)
+    cand = st._replace(actions=st.actions.at[j].set(res.action), edges=st.edges.at[j].set(res.edges),
+                       target_params=_set(st.target_params, j, p0))
+    states = jax.tree.map(lambda x: jnp.repeat(x, R, axis=0), b_states)
+    y = jax.vmap(lambda k, s: _controller_return(k, model, cand, s, j, config.td_steps, apply_fn))(
+        jax.random.split(k_r, R * P), states)
+    value = jnp.mean(y)
+    improves = value > res.value + config.improve_tol * (1 + jnp.abs(res.value))
+    add = improves & ~duplicate & room
+
+    def do_add(st):
+        # off-belief data: states of random pooled beliefs, so that the new network
+        # does not extrapolate its value to states where its plan does not apply
+        B = jax.tree.leaves(st.pool)[0].shape[0]
+        Pp = jax.tree.leaves(st.pool)[0].shape[1]
+        filled = jnp.minimum(st.pool_count, B)
+        other = jax.tree.map(lambda x: x[jax.random.randint(k_p, (R * P,), 0, filled),
+                                         jax.random.randint(k_q, (R * P,), 0, Pp)], st.pool)
+        y_other = jax.vmap(lambda k, s: _controller_return(k, model, cand, s, j, config.td_steps, apply_fn))(
+            jax.random.split(k_o, R * P), other)
+        x_all = jnp.concatenate([_features(model, states), _features(model, other)])
+        p = _fit(p0, x_all, jnp.concatenate([y, y_other]), config, apply_fn)
+        opt_state = jax.tree.map(lambda x: x.at[j].set(0) if x.ndim and x.shape[0] == N else x, st.opt_state)
+        used = st.last_used.at[res.edges].set(st.iteration).at[j].set(st.iteration)
+        return st._replace(params=_set(st.params, j, p), target_params=_set(st.target_params, j, p),
+                           opt_state=opt_state, actions=st.actions.at[j].set(res.action),
+                           edges=st.edges.at[j].set(res.edges), active=st.active.at[j].set(True),
+                           home=st.home.at[j].set(slot), last_used=used,
+                           num_nodes=st.num_nodes + 1, backups=st.backups + 1)
+
+    return lax.cond(add, do_add, lambda st: st, st)
+
+
+# -------------------------------------------------------------- train step
+def _controller_return(key, model, st: NVIState, state, node, H: int, apply_fn):
+    """``sum_{t<H} gamma^t r_t + gamma^H fbar_{n_H}(s_H)`` running the controller from (state, node)."""
+    gamma = _gamma(model)
+
+    def body(carry, key):
+        s, n, g, disc, done = carry
+        s2, o, r, d = _step(model, key, s, st.actions[n])
+        g = g + jnp.where(done, 0.0, disc * r)
+        return (s2, st.edges[n, o], g, disc * gamma, done | d), None
+
+    init = (state, node, jnp.zeros((), DTYPE), jnp.ones((), DTYPE), jnp.zeros((), bool))
+    (s, n, g, disc, done), _ = lax.scan(body, init, jax.random.split(key, H))
+    boot = apply_fn(_take(st.target_params, n), _features(model, jax.tree.map(lambda x: x[None], s)))[0]
+    return g + jnp.where(done, 0.0, disc * boot)
+
+
+def train_step(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: Callable):
+    """One optax step for every active node on the controller's Bellman residual.
+
+    Shapes are fixed by ``config`` (``N`` nodes x ``batch_per_node`` states), so
+    under ``jax.jit`` this traces and compiles once. Returns ``(state, loss)``.
+    """
+    N, Bn, P = config.capacity, config.batch_per_node, config.num_particles
+    B = config.pool_capacity
+    k_h, k_b, k_p, k_r = jax.random.split(key, 4)
+    filled = jnp.minimum(st.pool_count, B)
+    use_home = (jax.random.uniform(k_h, (N, Bn)) < config.home_fraction) & (st.home >= 0)[:, None]
+    bidx = jnp.where(use_home, st.home[:, None], jax.random.randint(k_b, (N, Bn), 0, filled))
+    pidx = jax.random.randint(k_p, (N, Bn), 0, P)
+    states = jax.tree.map(lambda x: x[bidx, pidx], st.pool)                     # [N, Bn]
+    nodes = jnp.broadcast_to(jnp.arange(N, dtype=jnp.int32)[:, None], (N, Bn))
+    flat = jax.tree.map(lambda x: x.reshape((N * Bn,) + x.shape[2:]), states)
+    y = jax.vmap(lambda k, s, n: _controller_return(k, model, st, s, n, config.td_steps, apply_fn))(
+        jax.random.split(k_r, N * Bn), flat, nodes.reshape(-1))
+    y = lax.stop_gradient(y.reshape(N, Bn))
+    x = _features(model, flat).reshape(N, Bn, -1)
+    weight = st.active.astype(DTYPE) / jnp.maximum(jnp.sum(st.active), 1).astype(DTYPE)
+
+    def loss_fn(params):
+        pred = jax.vmap(apply_fn)(params, x)                                     # [N, Bn]
+        return 0.5 * jnp.sum(weight * jnp.mean((pred - y) ** 2, axis=1))
+
+    loss, grads = jax.value_and_grad(loss_fn)(st.params)
+    updates, opt_state = _optimizer(config).update(grads, st.opt_state, st.params)
+    params = optax.apply_updates(st.params, updates)
+    steps = st.steps + 1
+    copy = steps % config.target_period == 0
+    target = jax.tree.map(lambda t, p: jnp.where(copy, p, t), st.target_params, params)
+    return st._replace(params=params, target_params=target, opt_state=opt_state, steps=steps), loss
+
+
+# ------------------------------------------------------------------ update
+def _write_pool(st: NVIState, states, valid):
+    B = jax.tree.leaves(st.pool)[0].shape[0]
+    pos = jnp.where(valid, (st.pool_count + jnp.cumsum(valid, dtype=jnp.int32) - 1) % B, B).astype(jnp.int32)
+    pool = jax.tree.map(lambda buf, x: buf.at[pos].set(x, mode="drop"), st.pool, states)
+    return st._replace(pool=pool, pool_count=st.pool_count + jnp.sum(valid).astype(jnp.int32)), pos
+
+
+@partial(jax.jit, static_argnames=("config", "apply_fn"))
+def explore(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: Callable) -> NVIState:
+    """Belief collection and deepest-first backups of ``config.width`` trajectories."""
+    for key_w in jax.random.split(key, config.width):
+        k_c, k_b = jax.random.split(key_w)
+        states, valid, best = collect(k_c, model, st, config, apply_fn)
+        st, pos = _write_pool(st, states, valid)
+        st = st._replace(last_used=st.last_used.at[jnp.where(valid, best, config.capacity)].set(
+            st.iteration, mode="drop"))
+        keys = jax.random.split(k_b, config.max_depth)
+
+        def body(i, st, states=states, valid=valid, pos=pos, keys=keys):
+            t = config.max_depth - 1 - i
+            b = _take(states, t)
+            return lax.cond(valid[t], lambda st: _add_node(keys[t], model, st, b, pos[t], config, apply_fn),
+                            lambda st: st, st)
+
+        st = lax.fori_loop(0, config.max_depth, body, st)
+    return st._replace(iteration=st.iteration + 1)
+
+
+def prune(st: NVIState, model: Any, max_age: int) -> NVIState:
+    """Frees the nodes not used in the last ``max_age`` iterations (host-side).
+
+    Kept: the blind nodes, every node that was the best at a collected belief or
+    chosen by a backup in the last ``max_age`` iterations, and every node these
+    reach along edges (so the kept controller is closed). Freed slots are reused
+    by later backups.
+    """
+    A = model.num_actions
+    active = np.asarray(st.active)
+    keep = active & (np.asarray(st.last_used) >= int(st.iteration) - max_age)
+    keep[:A] = True
+    edges = np.asarray(st.edges)
+    while True:
+        linked = np.zeros_like(keep)
+        linked[edges[keep].ravel()] = True
+        if not (linked & ~keep).any():
+            break
+        keep |= linked
+    keep &= active
+    return st._replace(active=jnp.asarray(keep), num_nodes=jnp.int32(int(keep.sum())))
+
+
+@partial(jax.jit, static_argnames=("config", "apply_fn"))
+def train(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: Callable):
+    """``config.train_steps`` train steps (a ``lax.scan``); returns ``(state, mean loss)``."""
+    def body(st, key):
+        return train_step(key, model, st, config, apply_fn)
+    st, losses = lax.scan(body, st, jax.random.split(key, config.train_steps))
+    return st, jnp.mean(losses)
+
+
+def update(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: Callable):
+    """One NVI step: :func:`explore` then :func:`train`. Returns ``(state, loss)``."""
+    k_e, k_t = jax.random.split(key)
+    st = explore(k_e, model, st, config, apply_fn)
+    return train(k_t, model, st, config, apply_fn)
+
+
+@partial(jax.jit, static_argnames=("apply_fn", "top", "horizon"))
+def _start_values(key, model, st: NVIState, apply_fn, top: int, horizon: int):
+    v = jnp.mean(_all_values(apply_fn, st, _features(model, st.b0_states)), axis=1)
+    cand = lax.top_k(v, top)[1].astype(jnp.int32)
+    P0 = jax.tree.leaves(st.b0_states)[0].shape[0]
+    keys = jax.random.split(key, top * P0).reshape(top, P0)
+    no_boot = st._replace(target_params=jax.tree.map(jnp.zeros_like, st.target_params))
+
+    def value(n, ks):
+        return jnp.mean(jax.vmap(lambda k, s: _controller_return(k, model, no_boot, s, n, horizon, apply_fn))(
+            ks, st.b0_states))
+    return cand, lax.map(lambda args: value(*args), (cand, keys))
+
+
+def _choose_start(key, model, st: NVIState, apply_fn, config: Config, top: int = 8):
+    """The start node: of the ``top`` nodes best by network value at ``b0``, the one
+    whose simulated return (``b0`` particles, the discount's default horizon) is highest."""
+    from jaxpomdp.simulate import default_horizon
+    top = int(min(top, int(st.num_nodes)))
+    cand, vals = _start_values(key, model, st, apply_fn, top, default_horizon(float(np.asarray(model.discount))))
+    i = int(jnp.argmax(vals))
+    start = cand[i]
+    return Controller(st.actions, st.edges, st.active, st.params, start, apply_fn), float(vals[i])
+
+
+# ------------------------------------------------------------------- solve
+def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optional[float] = None, seed: int = 0,
+          callback: Optional[Callable] = None, config: Optional[Config] = None,
+          network: Optional[Network] = None, max_iterations: Optional[int] = None,
+          warmup_steps: Optional[int] = None) -> SolveResult:
+    """Plans a finite network controller by Neural Value Iteration (module docstring).
+
+    Args:
+      model: a :class:`~jaxpomdp.model.GenerativePOMDP` (a ``TabularPOMDP`` through
+        the protocol, with one-hot or its own ``state_features``; a simulator such
+        as :func:`jaxpomdp.problems.rocksample_sim.rocksample_sim`).
+      time_limit: seconds of planning, not counting the first compilation
+        (``compile_seconds``); None for no limit (then give ``max_iterations``).
+      target_gap: stop when ``upper - estimate <= target_gap`` at ``b0`` (only with a
+        known upper bound; the estimate is not certified).
+      seed: PRNG seed; same seed, same device, same number of iterations: same result
+        (with a time limit the number of iterations depends on the machine).
+      callback: ``callback(seconds, value_estimate, upper, num_nodes, num_beliefs)``
+        after every iteration; return False to stop.
+      config: :class:`Config` (default :func:`default_config`).
+      network: a :class:`Network` (default: the flax MLP of ``config.hidden``).
+      max_iterations: optional cap on iterations.
+      warmup_steps: train steps before the first backups (default 200, rounded
+        up to whole ``train`` calls): they give the blind nodes their values.
+
+    Returns:
+      A :class:`~jaxpomdp.solvers.SolveResult`: ``policy`` a
+      :class:`~jaxpomdp.controller.ControllerPolicy` (its ``controller`` holds the
+      node bank), ``lower_bound`` None, ``upper_bound`` the certified QMDP /
+      fully-observable bound where known, ``history`` rows ``(seconds,
+      value_estimate, upper, num_nodes, num_beliefs)`` and ``info`` with the
+      controller's size (``num_nodes``, ``parameter_bytes``,
+      ``alpha_vector_bytes = num_nodes * |S| * 4``), the final ``value_estimate``
+      and counts.
+    """
+    if time_limit is None and max_iterations is None:
+        raise ValueError("give time_limit or max_iterations")
+    gamma = float(np.asarray(model.discount))
+    if not 0 <= gamma < 1:
+        raise ValueError(f"discount = {gamma!r}: NVI needs 0 <= discount < 1")
+    config = config or default_config(model)
+    if network is None:
+        network = Network(*mlp(config.hidden, config.value_scale))
+        F = int(jax.eval_shape(lambda k: model.features(model.initial_state(k)), jax.random.key(0)).shape[-1])
+        first_layer = 4 * F * (config.hidden[0] if config.hidden else 1) * config.capacity
+        if first_layer > MAX_FIRST_LAYER_BYTES:
+            raise ValueError(
+                f"{F} state features (one-hot over {F} states?) x {config.capacity} nodes would need "
+                f"{first_layer / 2 ** 30:.1f} GiB for the networks' first layers alone; give the model "
+                "state_features, a smaller Config.capacity / hidden, or use a simulator (e.g. rocksample_sim)")
+    apply_fn = network.apply_fn
+    model = _with_upper_table(model)
+    upper, upper_kind = upper_bound_at_b0(model)
+    certified = upper_kind in ("qmdp", "fully-observable")
+
+    key = jax.random.key(seed)
+    k_init, key = jax.random.split(key)
+    t_compile = time.perf_counter()
+    st = init(k_init, model, config, network)
+    warm_rounds = max(0, math.ceil((200 if warmup_steps is None else warmup_steps)
+                                   / config.train_steps))
+    # compile before the clock starts (warm-up training and the two steps)
+    # one throw-away call of each compiled step (jit's cache then serves later solves
+    # with the same shapes and config without recompiling)
+    jax.block_until_ready(explore(key, model, st, config, apply_fn))
+    jax.block_until_ready(train(key, model, st, config, apply_fn))
+    jax.block_until_ready(_value_at_b0_jit(apply_fn, st, model))
+
+    def explore_c(k, model, st):
+        return explore(k, model, st, config, apply_fn)
+
+    def train_c(k, model, st):
+        return train(k, model, st, config, apply_fn)
+
+    def value_c(st, model):
+        return _value_at_b0_jit(apply_fn, st, model)
+    compile_seconds = time.perf_counter() - t_compile
+
+    start = time.perf_counter()
+    loss = jnp.nan
+    for _ in range(warm_rounds):
+        key, sub = jax.random.split(key)
+        st, loss = train_c(sub, model, st)
+    est = float(value_c(st, model)[0])
+    history = [(time.perf_counter() - start, est, upper, int(st.num_nodes), int(min(int(st.pool_count), config.pool_capacity)))]
+    last = time.perf_counter() - start
+    iteration = 0
+    stop_reason = "time limit"
+
+    def elapsed():
+        return time.perf_counter() - start
+
+    while True:
+        if max_iterations is not None and iteration >= max_iterations:
+            stop_reason = "max_iterations"
+            break
+        if time_limit is not None and elapsed() + last > time_limit:
+            break
+        t_it = time.perf_counter()
+        key, k_e, k_t = jax.random.split(key, 3)
+        if config.capacity - int(st.num_nodes) < config.width * config.max_depth:
+            st = prune(st, model, config.prune_age)
+        st = explore_c(k_e, model, st)
+        st, loss = train_c(k_t, model, st)
+        est = float(value_c(st, model)[0])
+        iteration += 1
+        last = time.perf_counter() - t_it
+        row = (elapsed(), est, upper, int(st.num_nodes), int(min(int(st.pool_count), config.pool_capacity)))
+        history.append(row)
+        if callback is not None and callback(*row) is False:
+            stop_reason = "callback"
+            break
+        if target_gap is not None and certified and upper - est <= target_gap:
+            stop_reason = "target gap"
+            break
+    solve_seconds = elapsed()
+
+    controller, start_mc = _choose_start(jax.random.fold_in(key, 1), model, st, apply_fn, config)
+    n = int(st.num_nodes)
+    per_node = int(sum(np.prod(x.shape[1:]) * x.dtype.itemsize for x in jax.tree.leaves(st.params)))
+    num_states = getattr(model, "num_states", None)
+    info = {
+        "method": "nvi",
+        "iterations": iteration,
+        "stop_reason": stop_reason,
+        "value_estimate": est,
+        "value_estimate_note": "max_n mean f_n over b0 particles; a network estimate, not a certified bound",
+        "start_value_mc": start_mc,
+        "start_value_mc_note": "mean return of the controller from its start node over the b0 particles "
+                                "(top-8 nodes by network value tried; biased up by the choice, not certified)",
+        "upper_bound_kind": upper_kind,
+        "upper_bound_value": upper,
+        "num_nodes": n,
+        "reachable_nodes": int(np.sum(reachable(controller))),
+        "capacity": config.capacity,
+        "start_node": int(controller.start),
+        "parameters_per_node": int(sum(np.prod(x.shape[1:]) for x in jax.tree.leaves(st.params))),
+        "parameter_bytes": per_node * n,
+        "parameter_bytes_bank": per_node * config.capacity,
+        "num_states": None if num_states is None else int(num_states),
+        "alpha_vector_bytes": None if num_states is None else int(n) * int(num_states) * 4,
+        "train_steps": int(st.steps),
+        "nodes_from_backups": int(st.backups),
+        "beliefs_collected": int(st.pool_count),
+        "final_loss": float(loss),
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config._asdict().items()},
+    }
+    return SolveResult(policy=ControllerPolicy(controller), lower_bound=None,
+                       upper_bound=upper if certified else None, solve_seconds=solve_seconds,
+                       compile_seconds=compile_seconds, history=history, info=info)
