@@ -40,7 +40,7 @@ def test_script_runs_the_default_problem_as_a_user_would(tmp_path):
 def test_json_results_bracket_the_known_optimum(tmp_path, capsys, solver):
     out = tmp_path / "r.json"
     code, stdout, err = run_cli(capsys, "tiger", "--solver", solver, "--json", str(out), "--episodes", "2000",
-                                "--time-limit", "20")
+                                "--time-limit", "120")  # it stops at the target gap, long before
     assert code == 0
     r = json.loads(out.read_text())
     assert FIELDS <= set(r)

@@ -428,6 +428,13 @@ def _make_room(state, model, need: int) -> PointBasedState:
     return state
 
 
+def _shapes(state: PointBasedState, beliefs: Optional[np.ndarray], width: int) -> tuple:
+    """What fixes the compiled shapes of a step: the set capacities (and for PBVI the
+    padded size of its belief set)."""
+    padded = 0 if beliefs is None else width * 2 ** max(0, math.ceil(math.log2(len(beliefs) / width)))
+    return (state.alphas.shape[0], state.points.shape[0], padded)
+
+
 def _bounds_at_b0(state: PointBasedState) -> tuple[float, float]:
     b0 = state.points[0]
     return float(lower_bound(state, b0)), float(upper_bound(state, b0))
@@ -503,7 +510,10 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     start = time.perf_counter()
     lower, upper = _bounds_at_b0(state)
     history = [(0.0, lower, upper, int(state.num_alphas), int(state.num_points))]
+    # the time a step takes, for stopping before one would overrun the limit; steps
+    # on shapes not seen before also compile, so they do not set the estimate
     last_step = 0.0
+    seen = {_shapes(state, beliefs if method == "pbvi" else None, width), ("prune", state.alphas.shape[0])}
     iteration = 0
 
     def time_left():
@@ -523,17 +533,24 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
                 step_for(grown, state)  # start compiling it now, in the background
             if may_grow:
                 state = _make_room(state, model, need)
+            shapes = _shapes(state, None, width)
             state = hsvi_compiled(sub, state)(sub, model, state)
         else:
             if may_grow:
                 state = _make_room(state, model, max(need, len(beliefs) + width))
+            shapes = _shapes(state, beliefs if method == "pbvi" else None, width)
             deadline = math.inf if time_limit is None else start + time_limit
             state, beliefs = _batch_step(sub, model, state, beliefs, method, width, grow=may_grow,
                                          deadline=deadline)
         jax.block_until_ready(state.num_alphas)
+        compiled_now = shapes not in seen
+        seen.add(shapes)
         if iteration % 8 == 7:
+            compiled_now |= ("prune",) + shapes[:1] not in seen
+            seen.add(("prune",) + shapes[:1])
             state = prune_state(state, model)
-        last_step = time.perf_counter() - t_step
+        if not compiled_now or last_step == 0.0:
+            last_step = time.perf_counter() - t_step
         iteration += 1
         new_lower, new_upper = _bounds_at_b0(state)
         lower, upper = max(lower, new_lower), min(upper, new_upper)
