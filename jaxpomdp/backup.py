@@ -30,8 +30,8 @@ from jax import lax
 from jaxpomdp import belief
 from jaxpomdp.model import TabularPOMDP
 
-__all__ = ["successor_beliefs", "Backup", "point_backup", "point_backup_batch",
-           "lower_value", "lower_value_batch", "backed_up_vector"]
+__all__ = ["successor_beliefs", "Backup", "point_backup", "point_backup_used", "point_backup_batch",
+           "lower_value", "lower_value_used", "best_used", "lower_value_batch", "backed_up_vector"]
 
 
 def successor_beliefs(model: TabularPOMDP, b: jax.Array) -> jax.Array:
@@ -66,6 +66,35 @@ class Backup(NamedTuple):
 def lower_value(alphas: jax.Array, mask: jax.Array, b: jax.Array) -> jax.Array:
     """``max_{k: mask[k]} alphas[k] . b`` (``-inf`` if no vector is in use)."""
     return jnp.max(jnp.where(mask, alphas @ b, -jnp.inf))
+
+
+def best_used(alphas: jax.Array, count: jax.Array, x: jax.Array, *, chunk: int = 256):
+    """``max`` and ``argmax`` over the first ``count`` rows ``k`` of ``alphas[k] . x``.
+
+    ``x`` is float[..., S]; returns float[...] and int32[...] (the first maximiser,
+    as :func:`jnp.argmax`). The rows are scanned ``chunk`` at a time, so the work
+    grows with ``count`` rather than with the capacity ``alphas.shape[0]``.
+    """
+    capacity = alphas.shape[0]
+    chunk = min(chunk, capacity)
+
+    def body(i, carry):
+        best, arg = carry
+        start = jnp.minimum(i * chunk, capacity - chunk)  # the last chunk may overlap
+        rows = lax.dynamic_slice_in_dim(alphas, start, chunk)
+        scores = jnp.where(start + jnp.arange(chunk) < count, x @ rows.T, -jnp.inf)  # [..., chunk]
+        j = jnp.argmax(scores, axis=-1)
+        value = jnp.take_along_axis(scores, j[..., None], -1)[..., 0]
+        better = value > best
+        return jnp.where(better, value, best), jnp.where(better, start + j, arg).astype(jnp.int32)
+
+    init = (jnp.full(x.shape[:-1], -jnp.inf, x.dtype), jnp.zeros(x.shape[:-1], jnp.int32))
+    return lax.fori_loop(0, (count + chunk - 1) // chunk, body, init)
+
+
+def lower_value_used(alphas: jax.Array, count: jax.Array, b: jax.Array) -> jax.Array:
+    """:func:`lower_value` over the first ``count`` vectors (work grows with ``count``)."""
+    return best_used(alphas, count, b)[0]
 
 
 def lower_value_batch(alphas, mask, beliefs, *, chunk: int = 1024) -> jax.Array:
@@ -118,6 +147,17 @@ def point_backup(model: TabularPOMDP, alphas: jax.Array, mask: jax.Array, b: jax
     a = jnp.argmax(q).astype(jnp.int32)
     alpha = backed_up_vector(model, alphas, a, chosen[a])
     return Backup(alpha, a, q[a], q, chosen[a].astype(jnp.int32))
+
+
+def point_backup_used(model: TabularPOMDP, alphas: jax.Array, count: jax.Array, b: jax.Array) -> Backup:
+    """:func:`point_backup` against the first ``count`` vectors of ``alphas``, scanned in
+    chunks, so the work grows with ``count`` rather than with the set's capacity."""
+    tau = successor_beliefs(model, b)  # [A, O, S]
+    best, chosen = best_used(alphas, count, tau)  # [A, O]
+    q = model.reward @ b + model.discount * jnp.sum(best, axis=-1)  # [A]
+    a = jnp.argmax(q).astype(jnp.int32)
+    alpha = backed_up_vector(model, alphas, a, chosen[a])
+    return Backup(alpha, a, q[a], q, chosen[a])
 
 
 def point_backup_batch(model: TabularPOMDP, alphas: jax.Array, mask: jax.Array, beliefs: jax.Array,

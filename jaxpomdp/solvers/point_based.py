@@ -44,7 +44,7 @@ from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.policy import AlphaVectorPolicy
 from jaxpomdp.solvers.baseline import SolveResult
 
-__all__ = ["PointBasedState", "Config", "default_config", "init", "update", "solve", "METHODS"]
+__all__ = ["PointBasedState", "Config", "default_config", "initial_capacity", "init", "update", "solve", "METHODS"]
 
 METHODS = ("hsvi", "pbvi", "perseus")
 
@@ -60,11 +60,16 @@ class Config(NamedTuple):
       width: trials explored and backed up together in one ``update``.
       max_depth: the longest trial.
       epsilon_fraction: ``eps`` as a fraction of the current gap at ``b0``.
+      lower_sweeps: after the trials, this many batches of ``width`` stored points
+        (drawn at random) get a lower-bound-only backup. These are cheap (batched
+        matrix products) next to the trials' upper-bound work, and carry values
+        back towards ``b0`` faster than the trials alone.
     """
 
     width: int = 16
     max_depth: int = 100
     epsilon_fraction: float = 0.5
+    lower_sweeps: int = 8
 
 
 class PointBasedState(NamedTuple):
@@ -108,12 +113,12 @@ def _point_mask(state: PointBasedState) -> jax.Array:
 
 def lower_bound(state: PointBasedState, b: jax.Array) -> jax.Array:
     """The lower bound ``max_k alpha_k . b`` at belief float[S]."""
-    return backup.lower_value(state.alphas, _alpha_mask(state), b)
+    return backup.lower_value_used(state.alphas, state.num_alphas, b)
 
 
 def upper_bound(state: PointBasedState, b: jax.Array) -> jax.Array:
     """The sawtooth upper bound at belief float[S] (possibly unnormalised)."""
-    return bounds.sawtooth(state.points, state.values, _point_mask(state), state.corner, b)
+    return bounds.sawtooth_used(state.points, state.values, state.num_points, state.corner, b)
 
 
 def _upper_q(model: TabularPOMDP, state: PointBasedState, b: jax.Array):
@@ -142,6 +147,22 @@ def _first_occurrence(beliefs: jax.Array, valid: jax.Array) -> jax.Array:
     return valid & ~jnp.any(earlier, axis=1)
 
 
+def _find_point(state: PointBasedState, b: jax.Array, chunk: int = 256):
+    """The index of a point in use equal to ``b``, and whether there is one (the
+    points in use are scanned ``chunk`` at a time)."""
+    capacity = state.points.shape[0]
+    chunk = min(chunk, capacity)
+
+    def body(i, carry):
+        found, index = carry
+        start = jnp.minimum(i * chunk, capacity - chunk)
+        rows = lax.dynamic_slice_in_dim(state.points, start, chunk)
+        same = jnp.all(rows == b, axis=-1) & (start + jnp.arange(chunk) < state.num_points)
+        return found | jnp.any(same), jnp.where(found, index, start + jnp.argmax(same))
+
+    return lax.fori_loop(0, (state.num_points + chunk - 1) // chunk, body, (jnp.bool_(False), jnp.int32(0)))[::-1]
+
+
 def backup_beliefs(model: TabularPOMDP, state: PointBasedState, beliefs: jax.Array,
                    valid: jax.Array, *, upper: bool = True) -> PointBasedState:
     """Backs up both bounds at a batch of beliefs float[N, S] (rows where ``valid``).
@@ -154,8 +175,7 @@ def backup_beliefs(model: TabularPOMDP, state: PointBasedState, beliefs: jax.Arr
     before that happens.
     """
     valid = _first_occurrence(beliefs, valid)
-    mask = _alpha_mask(state)
-    out = jax.vmap(lambda b: backup.point_backup(model, state.alphas, mask, b))(beliefs)
+    out = jax.vmap(lambda b: backup.point_backup_used(model, state.alphas, state.num_alphas, b))(beliefs)
     old_lower = jax.vmap(lambda b: lower_bound(state, b))(beliefs)
     keep = valid & (out.value > old_lower + _tolerance(old_lower))
     (alphas, actions, witnesses, successors), n = _insert(
@@ -170,10 +190,8 @@ def backup_beliefs(model: TabularPOMDP, state: PointBasedState, beliefs: jax.Arr
     old_u = jax.vmap(lambda b: upper_bound(state, b))(beliefs)
     improved = valid & (new_u < old_u - _tolerance(old_u))
     # an identical point already in the set gets the new value in place
-    dist = jnp.where(_point_mask(state)[None, :],
-                     jnp.sum(jnp.abs(beliefs[:, None, :] - state.points[None, :, :]), axis=-1), jnp.inf)
-    match = jnp.argmin(dist, axis=1)
-    existing = improved & (jnp.min(dist, axis=1) == 0)
+    match, existing = jax.vmap(lambda b: _find_point(state, b))(beliefs)
+    existing = improved & existing
     values = state.values.at[jnp.where(existing, match, state.values.shape[0])].min(new_u, mode="drop")
     (points, values), m = _insert((state.points, values), state.num_points, (beliefs, new_u),
                                   improved & ~existing)
@@ -248,6 +266,7 @@ def update(key: jax.Array, model: TabularPOMDP, state: PointBasedState, config: 
     b0 = state.points[0]
     gap = state.values[0] - lower_bound(state, b0)
     epsilon = config.epsilon_fraction * jnp.maximum(gap, 0)
+    key, sweep_key = jax.random.split(key)
     keys = jax.random.split(key, config.width)
     paths, lengths = jax.vmap(lambda k: _trial(model, state, config, epsilon, k))(keys)  # [W, D, S], [W]
     depth = jnp.max(lengths)
@@ -264,6 +283,12 @@ def update(key: jax.Array, model: TabularPOMDP, state: PointBasedState, config: 
         return d - 1, st
 
     _, state = lax.while_loop(cond, body, (depth - 1, state))
+
+    def sweep(i, st):
+        rows = jax.random.randint(jax.random.fold_in(sweep_key, i), (config.width,), 0, st.num_points)
+        return backup_beliefs(model, st, st.points[rows], jnp.ones(config.width, bool), upper=False)
+
+    state = lax.fori_loop(0, config.lower_sweeps, sweep, state)
     return state._replace(iteration=state.iteration + 1)
 
 
@@ -324,14 +349,28 @@ def _random_beliefs(key, model: TabularPOMDP, count: int) -> np.ndarray:
     return np.asarray(walk(key))
 
 
+def initial_capacity(model: TabularPOMDP, budget_bytes: int = 2**30) -> int:
+    """Rows to allocate for the alpha and point sets at the start.
+
+    The kernels only scan the rows in use, so a large, mostly empty set costs
+    memory but no time, and spares the recompilations of growing it: the largest
+    power of two (256 to 16,384) whose three float[., S] arrays fit in
+    ``budget_bytes``.
+    """
+    per_row = 3 * model.num_states * jnp.dtype(model.reward.dtype).itemsize
+    rows = max(256, budget_bytes // per_row)
+    return int(min(16384, 1 << (rows.bit_length() - 1)))
+
+
 def default_config(model: TabularPOMDP) -> Config:
     """Fewer trials per step for large models, so that one step stays short.
 
     The work of a trial step grows with ``A * O * S``; 16 trials for models up to
-    ``A O S = 20,000``, proportionally fewer above (at least 1).
+    ``A O S = 8,000``, proportionally fewer above (at least 1), so that steps stay
+    short enough to stop near the time limit.
     """
     size = model.num_actions * model.num_observations * model.num_states
-    return Config(width=int(max(1, min(16, 16 * 20_000 // max(size, 1)))))
+    return Config(width=int(max(1, min(16, 16 * 8_000 // max(size, 1)))))
 
 
 # ------------------------------------------------------------------- driver
@@ -342,11 +381,18 @@ def _compact(state: PointBasedState, keep: np.ndarray) -> PointBasedState:
     order = np.concatenate([idx, np.flatnonzero(~keep)])
     renumber = np.zeros(len(keep), np.int32)
     renumber[order] = np.arange(len(keep), dtype=np.int32)
-    take = lambda x: jnp.asarray(np.asarray(x)[order])  # noqa: E731
-    successors = renumber[np.asarray(state.successors)[order]]
+    order_d = jnp.asarray(order)
+    take = lambda x: jnp.take(x, order_d, axis=0)  # noqa: E731
+    successors = jnp.asarray(renumber)[take(state.successors)]
     return state._replace(alphas=take(state.alphas), actions=take(state.actions),
-                          witnesses=take(state.witnesses), successors=jnp.asarray(successors),
+                          witnesses=take(state.witnesses), successors=successors,
                           num_alphas=jnp.int32(len(idx)))
+
+
+def _used(count: int, capacity: int) -> int:
+    """How many leading rows to look at for ``count`` in use: a power of two (at
+    least 256), so few distinct shapes compile."""
+    return min(capacity, max(256, 1 << max(0, int(count) - 1).bit_length()))
 
 
 def _closure(keep: np.ndarray, successors: np.ndarray) -> np.ndarray:
@@ -370,19 +416,22 @@ def prune_state(state: PointBasedState, model: TabularPOMDP) -> PointBasedState:
     acts greedily on them earns at least ``max_k alpha_k . b0`` (the lower bound).
     """
     del model
-    mask = _alpha_mask(state)
     M, S = state.alphas.shape
-    successors = np.asarray(state.successors)
-    if M * M * S <= 4e9:  # links to pointwise-dominated vectors move to their dominators
-        dom = np.asarray(prune.dominators(state.alphas, mask))
-        mask = jnp.asarray(dom == np.arange(M))
+    n = _used(int(state.num_alphas), M)  # vectors in use all lie in the first n rows
+    mask = np.arange(n) < int(state.num_alphas)
+    alphas = state.alphas[:n]
+    successors = np.where(mask[:, None], np.asarray(state.successors[:n]), 0)  # rows not in use: stale
+    if n * n * S <= 4e9:  # links to pointwise-dominated vectors move to their dominators
+        dom = np.asarray(prune.dominators(alphas, jnp.asarray(mask)))
+        mask = dom == np.arange(n)
         successors = np.where(dom[successors] >= 0, dom[successors], successors)
-        state = state._replace(successors=jnp.asarray(successors))
-    beliefs = jnp.concatenate([state.witnesses, state.points])
-    bmask = jnp.concatenate([_alpha_mask(state), _point_mask(state)])
-    keep = np.asarray(prune.best_at_beliefs(state.alphas, mask, beliefs, bmask))
-    keep = _closure(keep, successors) & np.asarray(mask)
-    return _compact(state, keep)
+        state = state._replace(successors=state.successors.at[:n].set(jnp.asarray(successors)))
+    p = _used(int(state.num_points), state.points.shape[0])
+    beliefs = jnp.concatenate([state.witnesses[:n], state.points[:p]])
+    bmask = jnp.concatenate([jnp.arange(n) < state.num_alphas, jnp.arange(p) < state.num_points])
+    keep = np.asarray(prune.best_at_beliefs(alphas, jnp.asarray(mask), beliefs, bmask))
+    keep = _closure(keep, successors) & mask
+    return _compact(state, np.concatenate([keep, np.zeros(M - n, bool)]))
 
 
 def _grow(state: PointBasedState, *, alphas: int = 0, points: int = 0) -> PointBasedState:
@@ -435,9 +484,15 @@ def _shapes(state: PointBasedState, beliefs: Optional[np.ndarray], width: int) -
     return (state.alphas.shape[0], state.points.shape[0], padded)
 
 
-def _bounds_at_b0(state: PointBasedState) -> tuple[float, float]:
+@jax.jit
+def _b0_bounds(state: PointBasedState):
     b0 = state.points[0]
-    return float(lower_bound(state, b0)), float(upper_bound(state, b0))
+    return lower_bound(state, b0), upper_bound(state, b0)
+
+
+def _bounds_at_b0(state: PointBasedState) -> tuple[float, float]:
+    lower, upper = _b0_bounds(state)
+    return float(lower), float(upper)
 
 
 def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[float] = 60.0,
@@ -470,9 +525,11 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
         config = default_config(model)
     key = jax.random.key(seed)
     t_compile = time.perf_counter()
-    state = init(model)
+    capacity = initial_capacity(model)
+    state = init(model, alpha_capacity=capacity, point_capacity=capacity)
     width = config.width if method == "hsvi" else 64
-    need = 2 * width
+    # room for what one step can add: a vector and a point per trial and depth
+    need = width * (config.max_depth + config.lower_sweeps) if method == "hsvi" else 2 * width
     state = _make_room(state, model, need)
     if method != "hsvi":
         beliefs = np.asarray(state.points[:1])
@@ -505,6 +562,7 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
         _sweep.lower(model, state, jnp.zeros((width, model.num_states), state.alphas.dtype),
                      jnp.zeros(width, bool), chunk=width).compile()
     prune_state(state, model)
+    _bounds_at_b0(state)
     compile_seconds = time.perf_counter() - t_compile
 
     start = time.perf_counter()
@@ -512,15 +570,15 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     history = [(0.0, lower, upper, int(state.num_alphas), int(state.num_points))]
     # the time a step takes, for stopping before one would overrun the limit; steps
     # on shapes not seen before also compile, so they do not set the estimate
-    last_step = 0.0
-    seen = {_shapes(state, beliefs if method == "pbvi" else None, width), ("prune", state.alphas.shape[0])}
+    last_step = predicted_step = 0.0
+    seen = {_shapes(state, beliefs if method == "pbvi" else None, width), ("prune", 256, 256)}
     iteration = 0
 
     def time_left():
         return math.inf if time_limit is None else time_limit - (time.perf_counter() - start)
 
     while upper - lower > target_gap:
-        if time_left() < last_step or (max_iterations is not None and iteration >= max_iterations):
+        if time_left() < predicted_step or (max_iterations is not None and iteration >= max_iterations):
             break
         t_step = time.perf_counter()
         key, sub = jax.random.split(key)
@@ -545,12 +603,16 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
         jax.block_until_ready(state.num_alphas)
         compiled_now = shapes not in seen
         seen.add(shapes)
-        if iteration % 8 == 7:
-            compiled_now |= ("prune",) + shapes[:1] not in seen
-            seen.add(("prune",) + shapes[:1])
+        pruning = ("prune", _used(int(state.num_alphas), state.alphas.shape[0]),
+                   _used(int(state.num_points), state.points.shape[0]))
+        if iteration % 8 == 7 and (pruning in seen or may_grow):  # new shapes compile
+            compiled_now |= pruning not in seen
+            seen.add(pruning)
             state = prune_state(state, model)
         if not compiled_now or last_step == 0.0:
-            last_step = time.perf_counter() - t_step
+            # steps get longer as the sets grow: expect the last step's growth again
+            previous, last_step = last_step, time.perf_counter() - t_step
+            predicted_step = last_step * min(2.0, max(1.0, last_step / previous if previous > 0 else 1.0))
         iteration += 1
         new_lower, new_upper = _bounds_at_b0(state)
         lower, upper = max(lower, new_lower), min(upper, new_upper)
@@ -559,7 +621,12 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
         if callback is not None and callback(*row) is False:
             break
     executor.shutdown(wait=False, cancel_futures=True)
-    state = prune_state(state, model)
+    # a last pruning makes the policy smaller; on shapes not compiled yet it is
+    # skipped when there is no time left for compiling (the vectors are valid as they are)
+    pruning = ("prune", _used(int(state.num_alphas), state.alphas.shape[0]),
+               _used(int(state.num_points), state.points.shape[0]))
+    if pruning in seen or time_left() > MIN_COMPILE_ESTIMATE:
+        state = prune_state(state, model)
     solve_seconds = time.perf_counter() - start
     n = int(state.num_alphas)
     alphas = np.asarray(state.alphas[:n])
