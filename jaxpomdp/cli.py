@@ -1,7 +1,7 @@
 """``jaxpomdp`` / ``scripts/solve.py``: solve a POMDP from the command line.
 
     jaxpomdp [PROBLEM] [--solver NAME] [--time-limit S] [--seed N]
-             [--out POLICY.alpha] [--json RESULTS.json]
+             [--out POLICY.alpha] [--json RESULTS.json] [--plot FIGURE.png]
 
 PROBLEM is a built-in name (``jaxpomdp --list``) or a ``.pomdp``/``.pomdpx`` file
 (optionally ``.gz``); without it the built-in default (``tiger``) is solved. A
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     p.add_argument("--out", metavar="FILE", help="write the policy as pomdp-solve .alpha vectors")
     p.add_argument("--json", metavar="FILE", help="write machine-readable results")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="save the convergence figure (bounds vs time; learning curve for gpomdp/conjpomdp; "
+                        "value vs time for nvi); needs matplotlib: pip install \"jaxpomdp[plot]\"")
     p.add_argument("--episodes", type=int, default=1000, metavar="N",
                    help="simulated episodes for the evaluation (default 1000)")
     p.add_argument("--horizon", type=int, default=None, metavar="H",
@@ -193,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--out for --solver nvi writes a controller: give a .pg (pomdp-solve) or .dot file")
     if args.out and args.solver in POLICY_GRADIENT:
         raise UserError(f"solver {args.solver} has no alpha-vector policy to write (--out)")
+    if args.plot:
+        _check_plot_path(args.plot)
     label, model = _resolve_for_solver(args)
     if args.time_limit is not None and not args.time_limit > 0:
         raise UserError(f"--time-limit must be positive, got {args.time_limit}")
@@ -282,7 +287,32 @@ def run(args: argparse.Namespace) -> int:
         }
         atomic_write(args.json, json.dumps(record, indent=2) + "\n")
         print(f"results      {args.json}")
+    if args.plot:
+        _save_plot(args, label, result)
+        print(f"figure       {args.plot}")
     return 0
+
+
+def _plot_kind(solver: str) -> str:
+    return "gradient" if solver in POLICY_GRADIENT else "controller" if solver == "nvi" else "bounds"
+
+
+def _check_plot_path(path: str) -> None:
+    """Fails before solving when the figure could not be written (matplotlib missing, bad name or folder)."""
+    try:
+        from jaxpomdp import plot
+        plot.check_output_path(path)
+    except (ImportError, ValueError) as e:
+        raise UserError(f"--plot: {e}") from None
+
+
+def _save_plot(args: argparse.Namespace, label: str, result) -> None:
+    from jaxpomdp import plot
+    try:
+        plot.save_convergence(args.plot, result, _plot_kind(args.solver), title=f"{label}: {args.solver}",
+                              target_gap=args.target_gap if _plot_kind(args.solver) == "bounds" else None)
+    except (ImportError, ValueError) as e:
+        raise UserError(f"--plot: {e}") from None
 
 
 def _json_info(info: dict) -> dict:
