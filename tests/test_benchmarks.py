@@ -84,8 +84,8 @@ def test_foundation_benchmark_quick(tmp_path):
 
 def test_gpomdp_benchmark_quick(tmp_path):
     out, png = tmp_path / "gpomdp.json", tmp_path / "gpomdp.png"
-    proc = run_script("gpomdp.py", "--quick", "--json", str(out), "--plot", str(png), "--fsc-time", "2",
-                      "--problems", "tiger", "--restarts", "2", "--repeats", "1", timeout=600)
+    proc = run_script("gpomdp.py", "--quick", "--json", str(out), "--plot", str(png), "--fsc-time", "1",
+                      "--problems", "tiger", "--restarts", "2", "--repeats", "1", "--chains", "64", timeout=600)
     data = json.loads(out.read_text())
     assert [r["chains"] for r in data["throughput"]] == [1, 64, 4096]
     for r in data["throughput"]:
