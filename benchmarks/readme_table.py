@@ -80,6 +80,11 @@ def _quick(data: dict) -> str:
     return " `--quick` (smoke settings)" if data.get("quick") else ""
 
 
+def _error_row(r: dict, width: int) -> list:
+    """A table row for a problem whose benchmark run failed: its name and the error's first line."""
+    return [r.get("problem", "?"), "error: " + r["error"].splitlines()[0]] + [""] * (width - 2)
+
+
 def point_based(data: dict) -> list[str]:
     head = (f"**Point-based solver** (`benchmarks/point_based.py`{_quick(data)}: {data.get('method', 'hsvi')}, "
             f"{_num(data.get('time_limit'), 'g')} s per problem, {data.get('episodes')} simulated episodes; "
@@ -87,7 +92,7 @@ def point_based(data: dict) -> list[str]:
     rows = []
     for r in data.get("rows", []):
         if "error" in r:
-            rows.append([r.get("problem", "?"), "error: " + r["error"].splitlines()[0]] + [""] * 8)
+            rows.append(_error_row(r, 11))
             continue
         ref = r.get("sarsop_60s") or {}
         rows.append([f"`{r['problem']}`", r.get("num_states"), _num(r.get("lower"), ".5g"), _num(r.get("upper"), ".5g"),
@@ -149,7 +154,7 @@ def nvi(data: dict) -> list[str]:
     rows = []
     for r in data.get("rows", []):
         if "error" in r:
-            rows.append([r.get("problem", "?"), "error: " + r["error"].splitlines()[0]] + [""] * 6)
+            rows.append(_error_row(r, 8))
             continue
         ref = r.get("reference") or {}
         rows.append([f"`{r['problem']}`", _num(r.get("num_states"), ",d") if r.get("num_states") else "–",

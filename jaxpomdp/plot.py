@@ -97,6 +97,17 @@ def _reference(ax, reference, label):
         ax.axhline(float(reference), color="black", linestyle="--", linewidth=1, label=label)
 
 
+def _finish(ax, xlabel: str, ylabel: str, title: Optional[str], which: str = "major"):
+    """Axis labels, a light grid, the legend and an optional title: every line plot ends so."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which=which, alpha=0.3)
+    ax.legend(loc="best")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 def bounds_vs_time(history, ax=None, *, reference: Optional[float] = None,
                    reference_label: str = "V*(b0), reference", label: Optional[str] = None,
                    title: Optional[str] = None):
@@ -125,13 +136,7 @@ def bounds_vs_time(history, ax=None, *, reference: Optional[float] = None,
         ax.fill_between(t, lower, upper, step="post", alpha=0.15, color=up_line.get_color(),
                         label=f"{prefix}gap (V* lies inside)")
     _reference(ax, reference, reference_label)
-    ax.set_xlabel(TIME_LABEL)
-    ax.set_ylabel(VALUE_LABEL)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, TIME_LABEL, VALUE_LABEL, title)
 
 
 def gap_vs_time(history, ax=None, *, label: Optional[str] = None, target: Optional[float] = None,
@@ -147,13 +152,7 @@ def gap_vs_time(history, ax=None, *, label: Optional[str] = None, target: Option
     if target is not None and target > 0:
         ax.axhline(target, color="black", linestyle=":", linewidth=1, label=f"target gap {target:g}")
     ax.set_yscale("log")
-    ax.set_xlabel(TIME_LABEL)
-    ax.set_ylabel("gap at b0 (reward units, log scale)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="best")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, TIME_LABEL, "gap at b0 (reward units, log scale)", title, which="both")
 
 
 def value_vs_time(history, ax=None, *, reference: Optional[float] = None,
@@ -176,13 +175,7 @@ def value_vs_time(history, ax=None, *, reference: Optional[float] = None,
         ax.plot(h[:, 0], h[:, 2], linestyle="-.", marker="o" if len(h) < 3 else None,
                 label=f"{prefix}upper bound (certified)")
     _reference(ax, reference, reference_label)
-    ax.set_xlabel("planning time (s, compilation excluded)")
-    ax.set_ylabel(VALUE_LABEL)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, "planning time (s, compilation excluded)", VALUE_LABEL, title)
 
 
 _LEARNING_X = {"iteration": (3, "iteration"), "seconds": (0, "solve time (s, compilation excluded)"),
@@ -222,13 +215,7 @@ def learning_curve(history, ax=None, *, x: str = "iteration", reference: Optiona
     ax = _axes(ax)
     ax.plot(xs, y, marker="." if len(y) < 60 else None, label=label or "objective estimate")
     _reference(ax, reference, reference_label)
-    ax.set_xlabel(_LEARNING_X[x][1])
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, _LEARNING_X[x][1], ylabel, title)
 
 
 def _names(names, count, prefix):
