@@ -29,9 +29,20 @@ Rewards are reduced to the expected immediate reward
 ``R(s, a) = sum_{s', o} T(s'|s, a) Z(o|a, s') R(a, s, s', o)``.
 Transitions are kept sparse while reading, so a RockSample-sized file (tens of
 thousands of states) never needs a dense ``|S| x |S|`` array; single entries
-given by name or index (the bulk of large files) take a fast path. Models too
-large to hold (``MAX_MODEL_BYTES``, ``MAX_EXPANDED_ENTRIES``) are refused as soon
-as the sizes or the wildcards say so, before anything large is allocated.
+given by name or index (the bulk of large files) take a fast path.
+
+Models too large to hold are refused, with the estimated size, as soon as the
+sizes or the entries say so and before anything that large is allocated: at
+``states:``/``actions:``/``observations:`` (the dense ``|A| x |S| x |O|``
+observation array and the per-row bookkeeping), and at the first transition
+entry that gives a state and action more successors than fit (the model pads
+every row to the largest number of successors ``K``, so ``A * S * K`` slots): a
+``uniform`` row, a ``reset`` row, a ``*`` end state, or a row or matrix of
+numbers with many positive entries. The limit is the environment variable
+``JAXPOMDP_MAX_MODEL_BYTES`` when set (bytes: ``8000000000``, ``8e9``, ``8G``),
+else the smaller of ``MAX_MODEL_BYTES`` and the memory available (see
+:mod:`jaxpomdp.io.limits`). Wildcards and keywords may also expand to at most
+``MAX_EXPANDED_ENTRIES`` entries while reading.
 
 Names must not be one of the format's keywords (``T``, ``O``, ``R``, ``discount``,
 ``values``, ``states``, ``actions``, ``observations``, ``start``, ``include``,
@@ -51,12 +62,17 @@ from typing import Callable, Optional
 import numpy as np
 
 from jaxpomdp.errors import InvalidModelError, PomdpFormatError
+from jaxpomdp.io.limits import SIMULATOR_HINT, refusal
 from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP, validate
 
 __all__ = ["read_cassandra", "write_cassandra", "MAX_MODEL_BYTES", "MAX_EXPANDED_ENTRIES"]
 
-#: Models whose arrays would need more than this many bytes are refused up front.
+#: Models whose arrays would need more than this many bytes (or more than the memory
+#: available) are refused up front, unless ``JAXPOMDP_MAX_MODEL_BYTES`` sets the limit.
 MAX_MODEL_BYTES = 4 * 2 ** 30
+#: The end of a refusal caused by the transitions.
+SPARSE_HINT = (SIMULATOR_HINT + ", or write sparse rows (T: a : s : s' p) so only the successors "
+               "with positive probability are stored")
 #: Transition entries that ``*``, ``identity`` and overridden ``uniform``/``reset``
 #: rows may expand to while reading (entries written out in the file don't count).
 MAX_EXPANDED_ENTRIES = 2 ** 25
@@ -81,6 +97,8 @@ _ALL = slice(None)
 
 _UNIFORM = "uniform"  # rows kept as keywords until they must be expanded
 _RESET = "reset"
+_WHY = {_UNIFORM: "'uniform' makes every state a successor",
+        _RESET: "'reset' makes every state of the start distribution a successor"}
 
 
 def _valid_name(tok: str) -> bool:
@@ -112,6 +130,18 @@ def _looks_utf16(data: bytes) -> bool:
     head = data[:64]
     even, odd = head[0::2], head[1::2]
     return len(head) >= 8 and any(z.count(0) == len(z) and 0 not in n for z, n in ((even, odd), (odd, even)))
+
+
+class _Rows(dict):
+    """The transition rows of each action, a list of ``S`` made when first used."""
+
+    def __init__(self, S: int):
+        super().__init__()
+        self.S = S
+
+    def __missing__(self, a: int) -> list:
+        rows = self[a] = [None] * self.S
+        return rows
 
 
 class _Parser:
@@ -294,17 +324,32 @@ class _Parser:
         self.sizes[kind] = n
         self.index[kind] = index
 
-    def check_size(self, tok: int):
-        """Refuses, as soon as the sizes say so, a model whose arrays could not fit."""
+    def check_size(self, tok: int, successors: int = 1, why: str = ""):
+        """Refuses, before anything that large is allocated, a model whose arrays could not fit.
+
+        Called at each size declaration, and when a transition row (token ``tok``)
+        would give a state and action ``successors`` successors (``why``): every
+        row is padded to the largest number, so that is ``A * S * successors`` slots.
+        """
         A, S, O = (self.sizes.get(k, 1) for k in ("action", "state", "observation"))
-        need = A * S * (8 * O + 44)  # observations, rewards, transitions and bookkeeping
-        if need > MAX_MODEL_BYTES:
-            sizes = " x ".join(f"{self.sizes[k]} {k}s" for k in ("state", "action", "observation")
-                               if k in self.sizes)
-            raise self.error(
-                f"model too large: {sizes} needs at least {need / 2 ** 30:.1f} GiB "
-                f"(limit {MAX_MODEL_BYTES / 2 ** 30:.0f} GiB); give a large model as a simulator "
-                f"(jaxpomdp.GenerativePOMDP) instead", tok=tok)
+        # per (a, s): observations (float64 while reading, float32 in the model), the
+        # rewards and row bookkeeping; per successor slot: int64 + float64 while
+        # reading, int32 + float32 in the model
+        need = A * S * (12 * O + 64 + 24 * successors)
+        sizes = " x ".join(f"{self.sizes[k]} {k}s" for k in ("state", "action", "observation")
+                           if k in self.sizes)
+        if successors > 1:
+            sizes += f", with {successors} successors for one state and action ({why}),"
+        reason = refusal(need, f"model too large: {sizes} needs at least", MAX_MODEL_BYTES,
+                         hint=SPARSE_HINT if successors > 1 else SIMULATOR_HINT)
+        if reason is not None:
+            raise self.error(reason, tok=tok)
+
+    def check_successors(self, successors: int, tok: int, why: str):
+        """``check_size`` for a transition row, when it raises the most successors seen."""
+        if successors > self.kmax:
+            self.check_size(tok, successors, why)
+            self.kmax = successors
 
     def start_item(self, key_tok: int):
         mode = "vector"
@@ -330,7 +375,7 @@ class _Parser:
         t = self.peek()
         if t == "uniform":
             self.i += 1
-            self.start_spec = (np.full(S, 1.0 / S), key_tok)
+            self.start_spec = (None, key_tok)  # made when needed: S may be too large to hold
         elif _NUMBER.match(t) and not (_COUNT.match(t) and not _NUMBER.match(self.toks[self.i + 1])
                                        and (S > 1 or not t.strip("0"))):  # else a state's index
             self.start_spec = (self.numbers(S, "the start distribution over the states", probability=True),
@@ -371,14 +416,17 @@ class _Parser:
     # ---------------------------------------------------------------- body
     def allocate(self):
         A, S, O = self.sizes["action"], self.sizes["state"], self.sizes["observation"]
-        self.trows = [[None] * S for _ in range(A)]  # None | dict | _UNIFORM | _RESET
-        self.tloc = np.full((A, S), -1, np.int64)  # token of the entry that last set a row
+        # Nothing here touches memory in proportion to A * S (np.zeros maps zero pages
+        # lazily), so a model whose entries are too large is refused quickly.
+        self.trows = _Rows(S)  # action -> [None | dict | _UNIFORM | _RESET] * S
+        self.tloc = np.zeros((A, S), np.int64)  # token of the entry that last set a row (0: none yet)
         self.obs = np.zeros((A, S, O))
-        self.oloc = np.full((A, S), -1, np.int64)
+        self.oloc = np.zeros((A, S), np.int64)
         self.rentries: list[tuple] = []
-        b0 = self.start()
-        nz = np.flatnonzero(b0)
-        self.reset_row = (nz.tolist(), b0[nz].tolist())
+        self.kmax = 1  # the most successors of any transition row so far (checked by check_size)
+        b0 = None if self.start_spec is None else self.start_spec[0]
+        self.reset_k = S if b0 is None else int(np.count_nonzero(b0))  # successors of a 'reset' row
+        self.reset_row = None  # their (states, probabilities), made when a reset row is expanded
 
     def body(self):
         """The T:, O: and R: entries; single entries by name or index take a fast path."""
@@ -445,6 +493,10 @@ class _Parser:
         if row == _UNIFORM:
             S = self.sizes["state"]
             return range(S), repeat(1.0 / S, S)
+        if self.reset_row is None:
+            b0 = self.start()
+            nz = np.flatnonzero(b0)
+            self.reset_row = (nz.tolist(), b0[nz].tolist())
         return self.reset_row
 
     def _row_dict(self, a: int, s: int, stmt: int) -> dict:
@@ -466,6 +518,7 @@ class _Parser:
         if self.peek() != ":":  # T: a <matrix | uniform | identity>
             kw = self.peek()
             if kw == "uniform":
+                self.check_successors(S, self.i, _WHY[_UNIFORM])
                 self.i += 1
                 for ai in acts:
                     self.trows[ai] = [_UNIFORM] * S
@@ -475,8 +528,11 @@ class _Parser:
                 for ai in acts:
                     self.trows[ai] = [{s: 1.0} for s in range(S)]
             else:
+                first = self.i
                 m = self.numbers(S * S, f"a {S}x{S} transition matrix, 'uniform' or 'identity'",
                                  probability=True).reshape(S, S)
+                self.check_successors(int(np.count_nonzero(m, axis=1).max()), first,
+                                      "a row of the matrix has that many positive probabilities")
                 rows = [_as_row(r) for r in m]
                 self.spend((len(acts) - 1) * sum(map(len, rows)), stmt)
                 for ai in acts:
@@ -489,22 +545,29 @@ class _Parser:
         if self.peek() != ":":  # T: a : s <row | uniform | reset>
             kw = self.peek()
             if kw in (_UNIFORM, _RESET):
+                self.check_successors(S if kw == _UNIFORM else self.reset_k, self.i, _WHY[kw])
                 self.i += 1
                 for ai in acts:
                     for si in states:
                         self.trows[ai][si] = kw
             else:
-                row = _as_row(self.numbers(S, "a row of transition probabilities over the states, "
-                                              "'uniform' or 'reset'", probability=True))
+                first = self.i
+                vec = self.numbers(S, "a row of transition probabilities over the states, "
+                                      "'uniform' or 'reset'", probability=True)
+                self.check_successors(int(np.count_nonzero(vec)), first,
+                                      "the row has that many positive probabilities")
+                row = _as_row(vec)
                 self.spend((len(acts) * len(states) - 1) * len(row), stmt)
                 for ai in acts:
                     for si in states:
                         self.trows[ai][si] = dict(row)
         else:  # T: a : s : s' p
             self.i += 1
+            end = self.i
             s2 = self.ref("state")
             p = self.probability()
             targets = range(S)[s2] if isinstance(s2, slice) else (s2,)
+            self.check_successors(len(targets), end, "'*' as the end state makes every state a successor")
             self.spend(len(acts) * len(states) * len(targets) - 1, stmt)
             for ai in acts:
                 for si in states:
@@ -562,14 +625,15 @@ class _Parser:
     # --------------------------------------------------------------- build
     def start(self) -> np.ndarray:
         S = self.sizes["state"]
-        return self.start_spec[0] if self.start_spec is not None else np.full(S, 1.0 / S)
+        b0 = None if self.start_spec is None else self.start_spec[0]
+        return np.full(S, 1.0 / S) if b0 is None else b0
 
     def end_error(self, reason: str):
         return self.error(reason, tok=self.ntok)
 
     def loc_error(self, reason: str, tok: int):
         """An error located at the statement (token index) that last set a row."""
-        return self.error(reason, tok=int(tok)) if tok >= 0 else self.end_error(reason)
+        return self.error(reason, tok=int(tok)) if tok > 0 else self.end_error(reason)
 
     def build(self) -> TabularPOMDP:
         A, S, O = self.sizes["action"], self.sizes["state"], self.sizes["observation"]
@@ -580,7 +644,7 @@ class _Parser:
             raise self.error(f"the start distribution sums to {b0.sum():.10g} (expected 1 ± {self.tol:g})",
                              tok=self.start_spec[1])
         # transitions: sparse rows -> padded [A, S, K]
-        rows = [r for ar in self.trows for r in ar]
+        rows = [r for a in range(A) for r in self.trows[a]]
         missing = [k for k, r in enumerate(rows) if r is None]
         if missing:
             ai, si = divmod(missing[0], S)
@@ -591,9 +655,9 @@ class _Parser:
         parts = [(r.keys(), r.values()) if type(r) is dict else self.special_row(r) for r in rows]
         lengths = np.fromiter((len(k) for k, _ in parts), np.int64, len(parts))
         K = max(int(lengths.max()), 1)
-        if A * S * K * 12 > MAX_MODEL_BYTES:
-            raise self.end_error(f"model too large: the transitions need {A * S * K * 12 / 2 ** 30:.1f} GiB "
-                                 f"({K} successors per state and action)")
+        if K > self.kmax:  # single entries: the row with the most, at its last entry
+            self.check_size(self.tloc.flat[int(lengths.argmax())], K,
+                            "the entries for it list that many end states")
         total = int(lengths.sum())
         row_id = np.repeat(np.arange(A * S), lengths)
         slot = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -615,8 +679,8 @@ class _Parser:
         if bad.size:
             ai, si = bad[0]
             where = f"for action {an[ai]!r} arriving in state {sn[si]!r}"
-            if self.oloc[ai, si] < 0:
-                more = int((self.oloc < 0).sum()) - 1
+            if not self.oloc[ai, si]:
+                more = int((self.oloc == 0).sum()) - 1
                 raise self.end_error(f"no observation probabilities given {where}"
                                      + (f" (and {more} more)" if more else ""))
             raise self.loc_error(f"observation probabilities {where} sum to {osums[ai, si]:.10g} "

@@ -50,10 +50,14 @@ Flattening (the layout of the returned model):
 
 Not supported: decision-diagram parameters (``type="DD"``); observation variables
 or intra-slice (current-to-current) parents in transitions; observation variables
-as reward parents. Each table is materialised densely (``parents x Var``), and a
-file whose flattened model (or any one table) would need more than
-:data:`MAX_BYTES` is refused with the estimated size. DTDs and entity
-declarations are refused (no entity-expansion bombs).
+as reward parents. Each table is materialised densely (``parents x Var``). A
+file whose flattened model, or whose tables, would need more memory than the
+limit is refused up front with the estimated size, at the element that says so
+(``<Variable>`` for the sizes, the table, ``<StateTransitionFunction>`` for the
+successors): the limit is the environment variable ``JAXPOMDP_MAX_MODEL_BYTES``
+when set (bytes: ``8000000000``, ``8e9``, ``8G``), else the smaller of
+:data:`MAX_BYTES` and the memory available (see :mod:`jaxpomdp.io.limits`).
+DTDs and entity declarations are refused (no entity-expansion bombs).
 
 Every problem with the input raises :class:`~jaxpomdp.PomdpFormatError` naming
 the file, the line and the column (1-based) and what was expected there.
@@ -71,11 +75,13 @@ from xml.parsers import expat
 import numpy as np
 
 from jaxpomdp.errors import InvalidModelError, PomdpFormatError
+from jaxpomdp.io.limits import refusal
 from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP, validate
 
 __all__ = ["read_pomdpx", "MAX_BYTES"]
 
-#: Refuse files whose flattened model, or any single table, needs more memory than this.
+#: Refuse files whose flattened model, or tables, need more memory than this (or than
+#: the memory available), unless ``JAXPOMDP_MAX_MODEL_BYTES`` sets the limit.
 MAX_BYTES = 4 * 2 ** 30
 #: The largest ``<NumValues>`` accepted for one variable.
 MAX_VALUES = 2 ** 31 - 1
@@ -178,10 +184,6 @@ def _size_text(n: int) -> str:
     return str(n) if n < 10 ** 15 else f"about 10^{len(str(n)) - 1}"
 
 
-def _gib(nbytes: int) -> str:
-    return f"{nbytes / 2 ** 30:.3g} GiB" if nbytes < 10 ** 300 else f"10^{len(str(nbytes)) - 10} GiB"
-
-
 def _flat_names(value_lists: list) -> Optional[list]:
     """Names of a mixed-radix product (first list most significant), or None."""
     if len(value_lists) == 1:
@@ -234,6 +236,13 @@ class _Reader:
         self.path, self.tolerance = path, tolerance
         self.names: dict[str, tuple[_Var, str]] = {}   # variable name -> (var, role)
         self.vars: dict[str, list[_Var]] = {"state": [], "obs": [], "action": [], "reward": []}
+        self.table_bytes = 0  # held by the tables read so far
+
+    def check_memory(self, need: int, what: str, where, detail: str = "") -> None:
+        """Refuses (at ``where``) what would need ``need`` bytes, more than the limit."""
+        reason = refusal(need, what, MAX_BYTES, detail)
+        if reason is not None:
+            self.fail(reason, where)
 
     def fail(self, reason: str, where=None):
         """Raises PomdpFormatError at ``where``: a node (its start), ``(line, col)`` or None."""
@@ -347,7 +356,7 @@ class _Reader:
         var.size = len(var.enum)
 
     def layout(self, node: _Node) -> tuple[int, int, int]:
-        """Sets strides and value names; refuses models over MAX_BYTES. Returns (S, A, O)."""
+        """Sets strides and value names; refuses models over the memory limit. Returns (S, A, O)."""
         dims = {}
         for kind in ("state", "action"):
             stride = 1
@@ -357,9 +366,8 @@ class _Reader:
         S, A = dims["state"], dims["action"]
         O = math.prod(v.size for v in self.vars["obs"] + self.observed())
         need = 8 * A * S * (O + 3) + 64 * (S + A + O)
-        if need > MAX_BYTES:
-            self.fail(f"the flattened model would need about {_gib(need)} (S={_size_text(S)}, "
-                      f"A={_size_text(A)}, O={_size_text(O)}), more than the {_gib(MAX_BYTES)} limit", node)
+        self.check_memory(need, "the flattened model would need about", node,
+                          f" (S={_size_text(S)}, A={_size_text(A)}, O={_size_text(O)})")
         for var in self.vars["state"] + self.vars["obs"] + self.vars["action"]:
             var.values = (list(var.enum) if var.enum is not None
                           else [f"{_PREFIX[var.kind]}{i}" for i in range(var.size)])
@@ -428,9 +436,11 @@ class _Reader:
         if kind != "TBL":
             self.fail(f"<Parameter type={kind!r}> is not supported; only type=\"TBL\" (tables) is", node)
         shape = [var.size for var, _ in axes]
-        if 8 * math.prod(shape) > MAX_BYTES:
-            self.fail(f"this table has {_size_text(math.prod(shape))} entries "
-                      f"(about {_gib(8 * math.prod(shape))}), more than the {_gib(MAX_BYTES)} limit", node)
+        size = math.prod(shape)
+        need = 8 * (size + size // shape[-1] if prob else size)  # the table and, for a CondProb, its rows' sources
+        self.check_memory(self.table_bytes + need, f"this table has {_size_text(size)} entries: with the "
+                          "tables before it, the tables would need about", node)
+        self.table_bytes += need
         table = np.zeros(shape)
         source = np.full(shape[:-1] if prob else (), -1)   # CondProb: last entry per row
         entries = self.children(node, {"Entry": (0, None)})["Entry"]
@@ -560,9 +570,8 @@ class _Reader:
             tops.append((var, top, np.take_along_axis(rows, top, axis=1)))
         K = math.prod(t[1].shape[1] for t in tops)
         need = 8 * A * S * (4 * K + O + 2)
-        if need > MAX_BYTES:
-            self.fail(f"the flattened model would need about {_gib(need)} (S={S}, A={A}, O={O}, "
-                      f"{K} successors per state and action), more than the {_gib(MAX_BYTES)} limit", node)
+        self.check_memory(self.table_bytes + need, "the flattened model would need about", node,
+                          f" (S={S}, A={A}, O={O}, {K} successors per state and action)")
         next_state, next_prob = np.zeros((A, S, 1), np.int64), np.ones((A, S, 1))
         for var, top, prob in tops:
             r = np.broadcast_to(self.row_index(trans[var].parents, a, s), (A, S))
