@@ -4,7 +4,7 @@ The public names below are stable; see README.md for a tour.
 """
 
 from jaxpomdp import belief, bounds, policy, problems, simulate
-from jaxpomdp.errors import InvalidModelError, PomdpFormatError
+from jaxpomdp.errors import InvalidModelError, NumericalError, PomdpFormatError
 from jaxpomdp.io import load_pomdp, save_pomdp
 from jaxpomdp.model import (
     GenerativePOMDP,
@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "GenerativePOMDP",
     "InvalidModelError",
+    "NumericalError",
     "PomdpFormatError",
     "TabularPOMDP",
     "belief",

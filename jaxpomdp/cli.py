@@ -7,6 +7,9 @@ PROBLEM is a built-in name (``jaxpomdp --list``) or a ``.pomdp``/``.pomdpx`` fil
 (optionally ``.gz``); without it the built-in default (``tiger``) is solved. A
 readable summary goes to standard output, progress to standard error. A user's
 mistake (a malformed file, an unknown name) is reported in one line, exit status 2.
+A solve that meets NaN or infinity stops with one line naming the iteration and
+what went non-finite, exit status 3; with ``--out`` the last good policy is
+written (when there is one).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Optional, Sequence
 import jax
 
 from jaxpomdp import __version__, problems
-from jaxpomdp.errors import InvalidModelError, PomdpFormatError
+from jaxpomdp.errors import InvalidModelError, NumericalError, PomdpFormatError
 from jaxpomdp.io import atomic_write, load_pomdp
 from jaxpomdp.io.alpha import write_alpha
 from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP
@@ -32,6 +35,9 @@ from jaxpomdp.solvers import POLICY_GRADIENT, SOLVERS
 __all__ = ["main", "build_parser", "resolve_problem"]
 
 DEFAULT_SOLVER = "hsvi"
+
+#: The exit status of a solve stopped by NaN or infinity (a user's mistake is 2).
+EXIT_NUMERICAL = 3
 
 
 class UserError(Exception):
@@ -213,14 +219,20 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.target_gap >= 0:
         raise UserError(f"--target-gap must be non-negative, got {args.target_gap}")
-    if args.solver in POLICY_GRADIENT:
-        result = SOLVERS[args.solver](model, time_limit=args.time_limit, target_gap=args.target_gap,
-                                      seed=args.seed, callback=_gradient_progress(args.quiet),
-                                      config=_gradient_config(args))
-    else:
-        progress = _controller_progress(args.quiet) if args.solver == "nvi" else _progress_line(args.quiet)
-        result = SOLVERS[args.solver](model, time_limit=args.time_limit, target_gap=args.target_gap,
-                                      seed=args.seed, callback=progress)
+    try:
+        if args.solver in POLICY_GRADIENT:
+            result = SOLVERS[args.solver](model, time_limit=args.time_limit, target_gap=args.target_gap,
+                                          seed=args.seed, callback=_gradient_progress(args.quiet),
+                                          config=_gradient_config(args))
+        else:
+            progress = _controller_progress(args.quiet) if args.solver == "nvi" else _progress_line(args.quiet)
+            result = SOLVERS[args.solver](model, time_limit=args.time_limit, target_gap=args.target_gap,
+                                          seed=args.seed, callback=progress)
+    except NumericalError as e:
+        if args.debug:
+            raise
+        print(f"jaxpomdp: error: {e}{_keep_last_good(args, model, e.last_good)}", file=sys.stderr)
+        return EXIT_NUMERICAL
     ev = evaluate(jax.random.key(args.seed), model, result.policy,
                   num_episodes=args.episodes, horizon=args.horizon)
     mean, stderr = float(ev.mean), float(ev.stderr)
@@ -249,19 +261,8 @@ def run(args: argparse.Namespace) -> int:
           f"horizon {ev.horizon}, tail ≤ {float(ev.truncation_bound):.2g})")
     print(f"time         solve {result.solve_seconds:.3f} s, compile {result.compile_seconds:.3f} s")
 
-    if args.out and args.solver == "nvi":
-        from jaxpomdp.controller import write_dot, write_pg
-        if args.out.endswith(".pg"):
-            write_pg(args.out, result.policy.controller)
-        else:
-            write_dot(args.out, result.policy.controller, action_names=getattr(model, "action_names", None),
-                      observation_names=getattr(model, "observation_names", None))
-        print(f"policy       {args.out} (controller, {result.info.get('num_nodes')} nodes)")
-    elif args.out:
-        if result.alphas is None:
-            raise UserError(f"solver {args.solver} has no alpha-vector policy to write")
-        write_alpha(args.out, result.alphas, result.alpha_actions)
-        print(f"policy       {args.out} ({len(result.alpha_actions)} alpha-vectors)")
+    if args.out:
+        print(f"policy       {_write_policy(args, model, result)}")
     if args.json:
         record = {
             "problem": label,
@@ -291,6 +292,32 @@ def run(args: argparse.Namespace) -> int:
         _save_plot(args, label, result)
         print(f"figure       {args.plot}")
     return 0
+
+
+def _write_policy(args: argparse.Namespace, model, result) -> str:
+    """Writes ``result``'s policy to ``args.out``; returns ``"FILE (what)"``."""
+    if args.solver == "nvi":
+        from jaxpomdp.controller import write_dot, write_pg
+        if args.out.endswith(".pg"):
+            write_pg(args.out, result.policy.controller)
+        else:
+            write_dot(args.out, result.policy.controller, action_names=getattr(model, "action_names", None),
+                      observation_names=getattr(model, "observation_names", None))
+        return f"{args.out} (controller, {result.info.get('num_nodes')} nodes)"
+    if result.alphas is None:
+        raise UserError(f"solver {args.solver} has no alpha-vector policy to write")
+    write_alpha(args.out, result.alphas, result.alpha_actions)
+    return f"{args.out} ({len(result.alpha_actions)} alpha-vectors)"
+
+
+def _keep_last_good(args: argparse.Namespace, model, last_good) -> str:
+    """After a NumericalError: writes the last good policy to ``--out`` if both exist; says what happened."""
+    if not args.out or last_good is None:
+        return ""
+    try:
+        return f"; it was written to {_write_policy(args, model, last_good)}"
+    except (UserError, OSError) as e:
+        return f"; it could not be written to {args.out}: {e}"
 
 
 def _plot_kind(solver: str) -> str:

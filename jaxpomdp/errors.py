@@ -1,8 +1,9 @@
-"""Errors raised for a user's bad input: malformed files and invalid models."""
+"""Errors raised for a user's bad input (malformed files, invalid models) and for a solve that
+meets non-finite numbers."""
 
 from __future__ import annotations
 
-__all__ = ["PomdpFormatError", "InvalidModelError"]
+__all__ = ["PomdpFormatError", "InvalidModelError", "NumericalError"]
 
 
 class PomdpFormatError(ValueError):
@@ -42,3 +43,30 @@ class InvalidModelError(ValueError):
     The message names the offending entry, e.g.
     ``next_prob[action='listen', state='tiger-left'] sums to 0.9 (expected 1 ± 1e-05)``.
     """
+
+
+class NumericalError(FloatingPointError):
+    """A solve met NaN or infinity and stopped (a ``FloatingPointError``, so an ``ArithmeticError``).
+
+    Raised by the solvers' driver loops when a value they compute (a bound, an
+    alpha-vector, a gradient estimate, the policy parameters) is not finite. The
+    message names the solver, the iteration and what went non-finite, e.g.
+    ``hsvi: lower-bound alpha-vectors not finite (3 NaN of 40 entries) at iteration 4;
+    stopped, the last good policy is from iteration 3``.
+
+    Attributes:
+      iteration: the iteration whose result was not finite (0: the initial values
+        before the first step; None for a solver without iterations).
+      what: what went non-finite, e.g. ``"upper bound at b0"``,
+        ``"lower-bound alpha-vectors"``, ``"policy parameters"``,
+        ``"gradient estimate"``.
+      last_good: the result built from the last finite state (a ``SolveResult``
+        whose policy can be used or saved), or None when there is none.
+    """
+
+    def __init__(self, message: str, *, iteration: int | None = None, what: str | None = None,
+                 last_good=None):
+        super().__init__(message)
+        self.iteration = iteration
+        self.what = what
+        self.last_good = last_good

@@ -1,24 +1,31 @@
-"""The baseline solvers: the best fixed action (blind) and QMDP.
+"""The baseline solvers: the best fixed action (blind) and QMDP; the solvers' shared pieces.
 
 Both compute the same two certified bounds at b0 (the blind policies' exact
 values below, QMDP above) in one jit-compiled call; they differ in the policy
 they return. The first compilation is timed separately from the solve.
+
+Every solver refuses a tabular model with a NaN or infinite number before solving
+(:func:`check_model_finite`) and stops with a
+:class:`~jaxpomdp.errors.NumericalError` when a value it computes is not finite
+(:func:`check_finite`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxpomdp import bounds
+from jaxpomdp.errors import InvalidModelError, NumericalError
 from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.policy import AlphaVectorPolicy, BlindPolicy
 
-__all__ = ["SolveResult", "solve_blind", "solve_qmdp", "timed_call", "compile_cached"]
+__all__ = ["SolveResult", "solve_blind", "solve_qmdp", "timed_call", "compile_cached", "check_model_finite",
+           "check_finite", "value_scale"]
 
 
 class SolveResult(NamedTuple):
@@ -82,6 +89,138 @@ def compile_cached(jitted, *args, **static):
     return compiled, time.perf_counter() - t0
 
 
+# ------------------------------------------------------------ numerical guards
+#: The float fields of a TabularPOMDP and the names of their axes (for messages).
+_MODEL_FIELDS = {
+    "reward": ("action", "state"),
+    "next_prob": ("action", "state", "slot"),
+    "obs_prob": ("action", "state", "observation"),
+    "initial_belief": ("state",),
+    "discount": (),
+    "state_features": ("state", "feature"),
+    "observation_features": ("observation", "feature"),
+}
+
+
+@jax.jit
+def _all_finite(arrays):
+    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in arrays])
+
+
+def _entry(model: TabularPOMDP, field: str, index: tuple) -> str:
+    axes = _MODEL_FIELDS[field]
+    if len(index) != len(axes):  # e.g. a batch of models: plain indices
+        return f"{field}[{', '.join(str(int(i)) for i in index)}]" if index else field
+    namers = {"action": model.action_name, "state": model.state_name, "observation": model.observation_name}
+    parts = [f"{axis}={namers[axis](i)!r}" if axis in namers else f"{axis} {int(i)}" for axis, i in zip(axes, index)]
+    return f"{field}[{', '.join(parts)}]" if parts else field
+
+
+def check_model_finite(model: Any) -> None:
+    """Refuses a tabular model that holds a NaN or an infinity, before any solving.
+
+    One jit-compiled reduction over the model's float arrays (the numbers stay on
+    the device); only when one fails is it brought to the host to name the entry.
+    ``validate`` checks the same (and more) for models that are read from files;
+    this catches a model built or modified in Python without it. Models that are
+    not a :class:`~jaxpomdp.model.TabularPOMDP` (simulators) pass unchecked.
+
+    Raises:
+      InvalidModelError: naming the first offending entry, e.g.
+        ``reward[action='listen', state='tiger-left'] = nan is not finite``.
+    """
+    if not isinstance(model, TabularPOMDP):
+        return
+    fields = [f for f in _MODEL_FIELDS if getattr(model, f) is not None]
+    arrays = [getattr(model, f) for f in fields]
+    if any(isinstance(x, jax.core.Tracer) for x in arrays):
+        return
+    ok = np.asarray(_all_finite(arrays))
+    if ok.all():
+        return
+    field = fields[int(np.argmin(ok))]
+    values = np.asarray(getattr(model, field))
+    index = tuple(np.argwhere(~np.isfinite(values))[0])
+    raise InvalidModelError(f"{_entry(model, field, index)} = {float(values[index])} is not finite")
+
+
+def _describe(x: np.ndarray) -> str:
+    """``"NaN"``, ``"+inf"``, ... for a scalar; ``"2 NaN, 1 -inf of 8 entries"`` for an array."""
+    kinds = {"NaN": np.isnan(x), "+inf": np.isposinf(x), "-inf": np.isneginf(x)}
+    if x.ndim == 0:
+        return next((k for k, m in kinds.items() if m), "not finite")
+    counts = ", ".join(f"{int(m.sum())} {k}" for k, m in kinds.items() if m.any())
+    return f"{counts} of {x.size} entries"
+
+
+def _overflow_hint(model: Any, scale) -> str:
+    """A likely cause, when the rewards times ``scale[0]`` overflow the model's float type."""
+    if scale is None or not isinstance(model, TabularPOMDP):
+        return ""
+    factor, label = scale
+    dtype = np.dtype(model.reward.dtype)
+    largest = float(np.finfo(dtype).max)
+    rmax = float(jnp.max(jnp.abs(model.reward)))
+    reach = rmax * float(factor)
+    if not reach > largest / 4:
+        return ""
+    wider = ", or set JAX_ENABLE_X64=1 for float64" if dtype.itemsize < 8 and reach < 1e300 else ""
+    return (f" (rewards up to |R| = {rmax:.3g} make {label} about {reach:.3g}, beyond {dtype.name}'s "
+            f"largest number {largest:.3g}: rescale the rewards{wider})")
+
+
+def check_finite(solver: str, iteration: Optional[int], values: Mapping[str, Any], *, last_good=None,
+                 model: Any = None, scale=None) -> None:
+    """Raises :class:`~jaxpomdp.errors.NumericalError` if one of ``values`` is not finite.
+
+    The solvers call this in their Python driver loop, where the host already
+    waits for each step, on the few numbers they pull to the host anyway and on
+    flags from one jit-compiled ``jnp.isfinite(...).all()`` over the arrays a step
+    changed.
+
+    Args:
+      solver: the solver's name, first in the message.
+      iteration: the iteration whose values these are (0: the initial values;
+        None for a solver without iterations).
+      values: what (e.g. ``"upper bound at b0"``) -> a number, an array or a bool
+        (a finiteness flag computed on the device), checked in order; the first
+        that is not finite is reported as ``"{solver}: {what} not finite (2 NaN of
+        8 entries) at iteration {iteration}; stopped, ..."``.
+      last_good: the result built from the last finite state (its
+        ``info["iterations"]``, where present, is named in the message), or None.
+      model: the model, to say when its rewards are large enough to overflow.
+      scale: ``(factor, label)``: the largest multiple of ``max |R|`` the solver
+        forms, e.g. ``(1 / (1 - discount), "values up to |R| / (1 - discount)")``.
+    """
+    for what, value in values.items():
+        x = np.asarray(value)
+        if x.dtype == bool:
+            if x.all():
+                continue
+            detail = ""
+        else:
+            if np.isfinite(x).all():
+                continue
+            detail = f" ({_describe(x)})"
+        at = "" if iteration is None else f" at iteration {iteration}"
+        if last_good is None:
+            kept = "no finite policy to keep"
+        elif "iterations" in getattr(last_good, "info", {}):
+            kept = f"the last good policy is from iteration {last_good.info['iterations']}"
+        else:
+            kept = "the last good policy is kept"
+        raise NumericalError(f"{solver}: {what} not finite{detail}{at}; stopped, {kept}"
+                             f"{_overflow_hint(model, scale)}",
+                             iteration=iteration, what=what, last_good=last_good)
+
+
+def value_scale(model: Any):
+    """The ``scale`` of :func:`check_finite` for value-based solvers: ``1 / (1 - discount)``."""
+    gamma = float(model.discount)
+    return (1.0 / (1.0 - gamma) if gamma < 1 else np.inf), "values up to |R| / (1 - discount)"
+
+
+# ------------------------------------------------------------ the baselines
 def _bounds(model: TabularPOMDP):
     blind = bounds.blind_alphas(model)
     q = bounds.qmdp(model)
@@ -89,10 +228,16 @@ def _bounds(model: TabularPOMDP):
     return blind, q, jnp.max(blind @ b0), jnp.max(q @ b0)
 
 
-def _solve(model: TabularPOMDP):
+def _solve(model: TabularPOMDP, solver: str):
     bounds.check_discount(model)  # the discount is traced under jit: check it here
+    check_model_finite(model)
     (blind, q, lower, upper), compile_s, run_s = timed_call(_bounds, model)
-    return np.asarray(blind), np.asarray(q), float(lower), float(upper), compile_s, run_s
+    blind, q, lower, upper = np.asarray(blind), np.asarray(q), float(lower), float(upper)
+    check_finite(solver, None, {"blind-policy alpha-vectors (lower bound)": blind,
+                                "QMDP Q-vectors (upper bound)": q,
+                                "lower bound at b0": lower, "upper bound at b0": upper},
+                 model=model, scale=value_scale(model))
+    return blind, q, lower, upper, compile_s, run_s
 
 
 def solve_blind(model: TabularPOMDP, *, time_limit: Optional[float] = None, target_gap: Optional[float] = None,
@@ -107,7 +252,7 @@ def solve_blind(model: TabularPOMDP, *, time_limit: Optional[float] = None, targ
         (the computation is deterministic and has no intermediate steps).
     """
     del seed, time_limit, target_gap, callback
-    blind, _, lower, upper, compile_s, run_s = _solve(model)
+    blind, _, lower, upper, compile_s, run_s = _solve(model, "blind")
     best = int(np.argmax(blind @ np.asarray(model.initial_belief)))
     return SolveResult(
         policy=BlindPolicy(jnp.int32(best)), lower_bound=lower, upper_bound=upper,
@@ -125,7 +270,7 @@ def solve_qmdp(model: TabularPOMDP, *, time_limit: Optional[float] = None, targe
     other arguments are as in :func:`solve_blind`.
     """
     del seed, time_limit, target_gap, callback
-    _, q, lower, upper, compile_s, run_s = _solve(model)
+    _, q, lower, upper, compile_s, run_s = _solve(model, "qmdp")
     actions = np.arange(model.num_actions, dtype=np.int32)
     return SolveResult(
         policy=AlphaVectorPolicy(jnp.asarray(q), jnp.asarray(actions)), lower_bound=lower,

@@ -45,7 +45,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from jaxpomdp.solvers import gpomdp as gpomdp_lib
-from jaxpomdp.solvers.baseline import SolveResult, compile_cached
+from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite, compile_cached
 
 __all__ = ["ConjState", "LineSearch", "gsearch", "init", "update", "conjpomdp", "Config", "solve",
            "gpomdp_oracle"]
@@ -243,12 +243,14 @@ def _solver_init(key, model, policy, template, rho, config):
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _solver_step(state, key, model, policy, template, rho, config):
-    """One iteration, ``||g||^2`` and the progress line's eta (the average reward of one more estimate)."""
+    """One iteration, ``||g||^2``, the progress line's eta (the average reward of one more estimate)
+    and bool[2]: whether the new gradient estimate and parameters are finite."""
     grad_fn, unravel = _flat_oracle(model, policy, template, rho, config)
     state = update(state, grad_fn, s0=config.s0, eps=config.eps, max_line_steps=config.max_line_steps)
     eta = gpomdp_lib._gpomdp(key, model, policy, unravel(state.params), config.beta, rho, config.num_steps,
                              config.num_chains)[2]
-    return state, jnp.vdot(state.grad, state.grad), eta
+    finite = jnp.stack([jnp.all(jnp.isfinite(state.grad)), jnp.all(jnp.isfinite(state.params))])
+    return state, jnp.vdot(state.grad, state.grad), eta, finite
 
 
 def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] = None, seed: int = 0,
@@ -263,9 +265,16 @@ def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] =
     iteration)`` reports progress, where ``eta_estimate`` is the average reward of
     the chains of the last gradient estimate; history rows are ``(seconds,
     eta_estimate, grad_norm, iteration, gradient evaluations)``.
+
+    Raises:
+      InvalidModelError: a tabular model holds a NaN or an infinity.
+      NumericalError: the gradient estimate (iteration 0: the first one), the new
+        parameters or the reward estimate is not finite; ``last_good`` is the
+        result of the parameters before that iteration.
     """
     del target_gap
     config = config or Config()
+    check_model_finite(model)
     if policy is None:
         policy = gpomdp_lib.default_policy(model, memory=config.memory)
     key = jax.random.key(seed)
@@ -283,30 +292,41 @@ def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] =
     step_fn, c2 = compile_cached(_solver_step, state_shape, key, model, policy, params, rho, config=config)
     compile_seconds = c1 + c2
 
+    def result(state, grad_sq, history, solve_seconds):
+        params = unravel(state.params)
+        steps = int(state.evaluations) * config.num_steps * config.num_chains
+        info = {"iterations": int(state.iteration), "gradient_evaluations": int(state.evaluations),
+                "environment_steps": steps, "gradient_norm": grad_sq ** 0.5, "config": config._asdict(),
+                **gpomdp_lib.objective_summary(model, policy, params, config.objective),
+                **gpomdp_lib.policy_info(policy, params)}
+        return SolveResult(policy=policy.as_policy(params), lower_bound=None, upper_bound=None,
+                           solve_seconds=solve_seconds, compile_seconds=compile_seconds,
+                           history=list(history), info=info)
+
+    scale = (config.num_steps, f"a chain's reward sum over {config.num_steps} steps")
     start = time.perf_counter()
     state = init_fn(k_state, model, policy, params, rho)
     grad_sq = float(jnp.vdot(state.grad, state.grad))
     history = []
+    if not np.isfinite(grad_sq):  # the initial parameters are the caller's (or finite random ones)
+        check_finite("conjpomdp", 0, {"gradient estimate": state.grad, "squared gradient norm": grad_sq},
+                     model=model, scale=scale,
+                     last_good=result(state, grad_sq, history, time.perf_counter() - start))
     while int(state.iteration) < max_iterations and grad_sq >= config.eps:
         if time.perf_counter() - start >= time_limit:
             break
         key, sub = jax.random.split(key)
-        state, grad_sq, eta = step_fn(state, sub, model, policy, params, rho)
+        last, last_grad_sq = state, grad_sq  # kept until the step has been checked
+        state, grad_sq, eta, finite = step_fn(state, sub, model, policy, params, rho)
+        grad_sq, eta, finite = jax.device_get((grad_sq, eta, finite))
         grad_sq, eta = float(grad_sq), float(eta)
-        if not np.isfinite(grad_sq):
-            raise FloatingPointError(
-                f"CONJPOMDP: the gradient estimate is not finite at iteration {int(state.iteration)}")
         elapsed = time.perf_counter() - start
+        if not (finite.all() and np.isfinite(grad_sq) and np.isfinite(eta)):
+            check_finite("conjpomdp", int(state.iteration),
+                         {"gradient estimate": finite[0], "policy parameters": finite[1],
+                          "squared gradient norm": grad_sq, "average-reward estimate": eta},
+                         last_good=result(last, last_grad_sq, history, elapsed), model=model, scale=scale)
         history.append((elapsed, eta, grad_sq ** 0.5, int(state.iteration), int(state.evaluations)))
         if callback is not None:
             callback(elapsed, eta, grad_sq ** 0.5, int(state.iteration))
-    solve_seconds = time.perf_counter() - start
-    params = unravel(state.params)
-    steps = int(state.evaluations) * config.num_steps * config.num_chains
-    info = {"iterations": int(state.iteration), "gradient_evaluations": int(state.evaluations),
-            "environment_steps": steps, "gradient_norm": grad_sq ** 0.5, "config": config._asdict(),
-            **gpomdp_lib.objective_summary(model, policy, params, config.objective),
-            **gpomdp_lib.policy_info(policy, params)}
-    return SolveResult(policy=policy.as_policy(params), lower_bound=None, upper_bound=None,
-                       solve_seconds=solve_seconds, compile_seconds=compile_seconds,
-                       history=history, info=info)
+    return result(state, grad_sq, history, time.perf_counter() - start)

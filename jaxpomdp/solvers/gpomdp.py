@@ -43,7 +43,7 @@ import optax
 from jax import lax
 
 from jaxpomdp import stochastic
-from jaxpomdp.solvers.baseline import SolveResult, compile_cached
+from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite, compile_cached
 
 __all__ = ["GradientEstimate", "gpomdp", "olpomdp", "restart_probability", "default_policy", "Config", "solve",
            "exact_average_reward", "objective_summary", "policy_info"]
@@ -319,6 +319,10 @@ def _global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def _make_optimizer(config: Config):
     if config.optimizer == "adam":
         return optax.adam(config.learning_rate)
@@ -340,21 +344,23 @@ def objective_summary(model: Any, policy: Any, params: Any, objective: str) -> d
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _solve_iteration(key, params, opt_state, score, first, model, policy, rho, config):
-    """One optimizer step of every restart (vmapped) and their smoothed objective estimates."""
+    """One optimizer step of every restart (vmapped), their smoothed objective estimates and
+    bool[R, 2]: whether each one's gradient estimate and new parameters are finite."""
     optimizer = _make_optimizer(config)
 
     def one(key, params, opt_state, baseline):
         grad, _, reward, _ = _gpomdp(key, model, policy, params, config.beta, rho, config.num_steps,
                                      config.num_chains, baseline)
         updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grad), opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, reward, _global_norm(grad)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, reward, _global_norm(grad), jnp.stack([_all_finite(grad), _all_finite(params)])
 
     # the baseline is the smoothed average reward of earlier iterations: independent of this
     # iteration's samples, so the estimate stays unbiased
     R = score.shape[0]
-    params, opt_state, reward, norm = jax.vmap(one)(jax.random.split(key, R), params, opt_state, score)
+    params, opt_state, reward, norm, finite = jax.vmap(one)(jax.random.split(key, R), params, opt_state, score)
     score = jnp.where(first, reward, 0.9 * score + 0.1 * reward)  # smoothed objective estimate
-    return params, opt_state, reward, norm, score
+    return params, opt_state, reward, norm, score, finite
 
 
 def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] = None, seed: int = 0,
@@ -381,9 +387,16 @@ def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] =
     are ``(seconds, eta_estimate, grad_norm, iteration, environment steps)``.
     ``info`` holds the policy's parameters, the exact ``eta`` (and discounted
     value) where the model is small and tabular, and the steps simulated.
+
+    Raises:
+      InvalidModelError: a tabular model holds a NaN or an infinity.
+      NumericalError: a restart's gradient estimate, new parameters or reward
+        estimate is not finite; ``last_good`` is the result of the parameters before
+        that iteration.
     """
     del target_gap
     config = config or Config()
+    check_model_finite(model)
     if policy is None:
         policy = default_policy(model, memory=config.memory)
     rho = restart_probability(model, config.objective)
@@ -407,31 +420,43 @@ def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] =
                                                policy, rho, config=config)
     start = time.perf_counter()
     history, it, steps = [], 0, 0
+    per_iteration = config.num_steps * config.num_chains * R
     while it < max_iterations:
         key, sub = jax.random.split(key)
-        params, opt_state, reward, norm, score = compiled(sub, params, opt_state, score, it == 0, model,
-                                                          policy, rho)
+        last_params, last_score = params, score  # kept until the step has been checked
+        params, opt_state, reward, norm, score, finite = compiled(sub, params, opt_state, score, it == 0, model,
+                                                                  policy, rho)
         it += 1
-        steps += config.num_steps * config.num_chains * R
+        steps += per_iteration
         elapsed = time.perf_counter() - start
-        reward, norm = np.asarray(reward), np.asarray(norm)
+        reward, norm, finite = jax.device_get((reward, norm, finite))
+        if not (finite.all() and np.isfinite(reward).all()):
+            check_finite("gpomdp", it, {"gradient estimate": finite[:, 0], "policy parameters": finite[:, 1],
+                                        "average-reward estimate": reward},
+                         last_good=_result(model, policy, config, last_params, last_score, it - 1,
+                                           steps - per_iteration, history, elapsed, compile_seconds),
+                         model=model, scale=(config.num_steps, f"a chain's reward sum over {config.num_steps} steps"))
         best = int(np.argmax(np.asarray(score)))
         history.append((elapsed, float(reward[best]), float(norm[best]), it, steps))
         if callback is not None:
             callback(elapsed, float(reward[best]), float(norm[best]), it)
-        if not np.all(np.isfinite(norm)):
-            raise FloatingPointError(f"GPOMDP: the gradient estimate is not finite at iteration {it}")
         if gradient_tolerance is not None and np.all(norm < gradient_tolerance):
             break
         if elapsed >= time_limit:
             break
-    solve_seconds = time.perf_counter() - start
+    return _result(model, policy, config, params, score, it, steps, history, time.perf_counter() - start,
+                   compile_seconds)
+
+
+def _result(model, policy, config: Config, params, score, iterations: int, steps: int, history: list,
+            solve_seconds: float, compile_seconds: float) -> SolveResult:
+    """The result of the restart with the best ``score`` among ``params`` (stacked over restarts)."""
     best = int(np.argmax(np.asarray(score)))
     params = jax.tree.map(lambda x: x[best], params)
-    info = {"iterations": it, "environment_steps": steps, "config": config._asdict(),
+    info = {"iterations": iterations, "environment_steps": steps, "config": config._asdict(),
             "restart_chosen": best, "restart_scores": np.asarray(score).tolist(),
             **objective_summary(model, policy, params, config.objective),
             **policy_info(policy, params)}
     return SolveResult(policy=policy.as_policy(params), lower_bound=None, upper_bound=None,
                        solve_seconds=solve_seconds, compile_seconds=compile_seconds,
-                       history=history, info=info)
+                       history=list(history), info=info)

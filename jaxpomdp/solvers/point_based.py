@@ -42,7 +42,7 @@ from jax import lax
 from jaxpomdp import backup, bounds, prune
 from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.policy import AlphaVectorPolicy
-from jaxpomdp.solvers.baseline import SolveResult
+from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite, value_scale
 
 __all__ = ["PointBasedState", "Config", "default_config", "initial_capacity", "init", "update", "solve", "METHODS"]
 
@@ -158,7 +158,7 @@ def _find_point(state: PointBasedState, b: jax.Array, chunk: int = 256):
         start = jnp.minimum(i * chunk, capacity - chunk)
         rows = lax.dynamic_slice_in_dim(state.points, start, chunk)
         same = jnp.all(rows == b, axis=-1) & (start + jnp.arange(chunk) < state.num_points)
-        return found | jnp.any(same), jnp.where(found, index, start + jnp.argmax(same))
+        return found | jnp.any(same), jnp.where(found, index, start + jnp.argmax(same).astype(jnp.int32))
 
     return lax.fori_loop(0, (state.num_points + chunk - 1) // chunk, body, (jnp.bool_(False), jnp.int32(0)))[::-1]
 
@@ -484,15 +484,67 @@ def _shapes(state: PointBasedState, beliefs: Optional[np.ndarray], width: int) -
     return (state.alphas.shape[0], state.points.shape[0], padded)
 
 
+def _rows_finite(x: jax.Array, count: jax.Array, chunk: int = 256) -> jax.Array:
+    """bool[]: whether the first ``count`` rows of ``x`` are finite (only those rows
+    are read, ``chunk`` at a time, so the cost grows with ``count``, not the capacity)."""
+    capacity = x.shape[0]
+    chunk = min(chunk, capacity)
+
+    def body(i, ok):
+        start = jnp.minimum(i * chunk, capacity - chunk)  # the last chunk may overlap
+        rows = lax.dynamic_slice_in_dim(x, start, chunk)
+        unused = (start + jnp.arange(chunk) >= count).reshape((chunk,) + (1,) * (x.ndim - 1))
+        return ok & jnp.all(jnp.isfinite(rows) | unused)
+
+    return lax.fori_loop(0, (count + chunk - 1) // chunk, body, jnp.bool_(True))
+
+
+#: What the finiteness flags of :func:`_b0_bounds` check, in order (for messages).
+_CHECKED = ("lower-bound alpha-vectors", "upper-bound point values", "upper-bound belief points",
+            "upper-bound corner values (FIB)")
+
+
 @jax.jit
 def _b0_bounds(state: PointBasedState):
+    """The bounds at ``b0`` and bool[4], whether each set in use is finite (see ``_CHECKED``)."""
     b0 = state.points[0]
-    return lower_bound(state, b0), upper_bound(state, b0)
+    finite = jnp.stack([_rows_finite(state.alphas, state.num_alphas), _rows_finite(state.values, state.num_points),
+                        _rows_finite(state.points, state.num_points), jnp.all(jnp.isfinite(state.corner))])
+    return lower_bound(state, b0), upper_bound(state, b0), finite
 
 
-def _bounds_at_b0(state: PointBasedState) -> tuple[float, float]:
-    lower, upper = _b0_bounds(state)
-    return float(lower), float(upper)
+def _bounds_at_b0(state: PointBasedState) -> tuple[float, float, np.ndarray]:
+    """``(lower, upper, finite)`` at ``b0`` on the host: one call, one wait."""
+    lower, upper, finite = jax.device_get(_b0_bounds(state))
+    return float(lower), float(upper), finite
+
+
+def _all_finite(lower: float, upper: float, finite: np.ndarray) -> bool:
+    return bool(finite.all()) and math.isfinite(lower) and math.isfinite(upper)
+
+
+def _raise_nonfinite(method: str, iteration: int, model: TabularPOMDP, state: PointBasedState, lower: float,
+                     upper: float, finite: np.ndarray, last_good: Optional[SolveResult]) -> None:
+    """Raises ``NumericalError`` naming the first set in use or bound at ``b0`` that is not finite."""
+    n, p = int(state.num_alphas), int(state.num_points)
+    arrays = (state.alphas[:n], state.values[:p], state.points[:p], state.corner)
+    checks = {what: ok if ok else np.asarray(x) for what, ok, x in zip(_CHECKED, finite, arrays)}
+    checks.update({"lower bound at b0": lower, "upper bound at b0": upper})
+    check_finite(method, iteration, checks, last_good=last_good, model=model, scale=value_scale(model))
+    raise AssertionError("unreachable: a finiteness check failed")  # pragma: no cover
+
+
+def _result(state: PointBasedState, method: str, iteration: int, lower: float, upper: float, history: list,
+            solve_seconds: float, compile_seconds: float) -> SolveResult:
+    """The result of a state: its vectors in use as the policy, with the bounds given."""
+    n = int(state.num_alphas)
+    alphas = np.asarray(state.alphas[:n])
+    actions = np.asarray(state.actions[:n])
+    policy = AlphaVectorPolicy(jnp.asarray(alphas), jnp.asarray(actions))
+    return SolveResult(policy=policy, lower_bound=lower, upper_bound=upper, solve_seconds=solve_seconds,
+                       compile_seconds=compile_seconds, history=history, alphas=alphas, alpha_actions=actions,
+                       info={"method": method, "iterations": iteration, "num_vectors": n,
+                             "num_points": int(state.num_points)})
 
 
 def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[float] = 60.0,
@@ -517,10 +569,18 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     Returns:
       A :class:`~jaxpomdp.solvers.SolveResult` whose policy is an
       :class:`~jaxpomdp.policy.AlphaVectorPolicy`.
+
+    Raises:
+      InvalidModelError: the model holds a NaN or an infinity.
+      NumericalError: a bound at ``b0`` or a vector, point value or point in use
+        became non-finite (checked after every step, with the bounds). Its
+        ``iteration`` is the step (0: the initial bounds) and ``last_good`` the
+        result of the state before that step (None at step 0).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     bounds.check_discount(model)
+    check_model_finite(model)
     if config is None:
         config = default_config(model)
     key = jax.random.key(seed)
@@ -531,6 +591,9 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     # room for what one step can add: a vector and a point per trial and depth
     need = width * (config.max_depth + config.lower_sweeps) if method == "hsvi" else 2 * width
     state = _make_room(state, model, need)
+    lower, upper, finite = _bounds_at_b0(state)  # the initial bounds: blind vectors, FIB
+    if not _all_finite(lower, upper, finite):
+        _raise_nonfinite(method, 0, model, state, lower, upper, finite, None)
     if method != "hsvi":
         beliefs = np.asarray(state.points[:1])
         if method == "perseus":
@@ -562,11 +625,9 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
         _sweep.lower(model, state, jnp.zeros((width, model.num_states), state.alphas.dtype),
                      jnp.zeros(width, bool), chunk=width).compile()
     prune_state(state, model)
-    _bounds_at_b0(state)
     compile_seconds = time.perf_counter() - t_compile
 
     start = time.perf_counter()
-    lower, upper = _bounds_at_b0(state)
     history = [(0.0, lower, upper, int(state.num_alphas), int(state.num_points))]
     # the time a step takes, for stopping before one would overrun the limit; steps
     # on shapes not seen before also compile, so they do not set the estimate
@@ -592,29 +653,35 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
             if may_grow:
                 state = _make_room(state, model, need)
             shapes = _shapes(state, None, width)
+            good = state  # kept until the step's result has been checked
             state = hsvi_compiled(sub, state)(sub, model, state)
         else:
             if may_grow:
                 state = _make_room(state, model, max(need, len(beliefs) + width))
             shapes = _shapes(state, beliefs if method == "pbvi" else None, width)
             deadline = math.inf if time_limit is None else start + time_limit
+            good = state
             state, beliefs = _batch_step(sub, model, state, beliefs, method, width, grow=may_grow,
                                          deadline=deadline)
-        jax.block_until_ready(state.num_alphas)
+        iteration += 1
+        new_lower, new_upper, finite = _bounds_at_b0(state)  # waits for the step
+        if not _all_finite(new_lower, new_upper, finite):
+            executor.shutdown(wait=False, cancel_futures=True)
+            _raise_nonfinite(method, iteration, model, state, new_lower, new_upper, finite, _result(
+                good, method, iteration - 1, lower, upper, history, time.perf_counter() - start, compile_seconds))
+        del good
         compiled_now = shapes not in seen
         seen.add(shapes)
         pruning = ("prune", _used(int(state.num_alphas), state.alphas.shape[0]),
                    _used(int(state.num_points), state.points.shape[0]))
-        if iteration % 8 == 7 and (pruning in seen or may_grow):  # new shapes compile
+        if iteration % 8 == 0 and (pruning in seen or may_grow):  # new shapes compile
             compiled_now |= pruning not in seen
             seen.add(pruning)
-            state = prune_state(state, model)
+            state = prune_state(state, model)  # keeps the best vector at b0: the bounds stay
         if not compiled_now or last_step == 0.0:
             # steps get longer as the sets grow: expect the last step's growth again
             previous, last_step = last_step, time.perf_counter() - t_step
             predicted_step = last_step * min(2.0, max(1.0, last_step / previous if previous > 0 else 1.0))
-        iteration += 1
-        new_lower, new_upper = _bounds_at_b0(state)
         lower, upper = max(lower, new_lower), min(upper, new_upper)
         row = (time.perf_counter() - start, lower, upper, int(state.num_alphas), int(state.num_points))
         history.append(row)
@@ -627,15 +694,7 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
                _used(int(state.num_points), state.points.shape[0]))
     if pruning in seen or time_left() > MIN_COMPILE_ESTIMATE:
         state = prune_state(state, model)
-    solve_seconds = time.perf_counter() - start
-    n = int(state.num_alphas)
-    alphas = np.asarray(state.alphas[:n])
-    actions = np.asarray(state.actions[:n])
-    policy = AlphaVectorPolicy(jnp.asarray(alphas), jnp.asarray(actions))
-    return SolveResult(policy=policy, lower_bound=lower, upper_bound=upper, solve_seconds=solve_seconds,
-                       compile_seconds=compile_seconds, history=history, alphas=alphas, alpha_actions=actions,
-                       info={"method": method, "iterations": iteration, "num_vectors": n,
-                             "num_points": int(state.num_points)})
+    return _result(state, method, iteration, lower, upper, history, time.perf_counter() - start, compile_seconds)
 
 
 def _batch_step(key, model, state, beliefs: np.ndarray, method: str, width: int, *,
