@@ -31,13 +31,19 @@ One :func:`update` (everything jit-compiled, static shapes) is:
    ``n*(a*, .)``; an observation no particle produced gets the successor best over
    all particles) is then valued by *simulation*: the controller run from it,
    ``fit_repeats`` times per particle, for ``td_steps`` steps, then the target
-   networks; unbiased for that controller, unlike the max inside ``Q``. If that
-   beats the controller's network value at ``b`` by more than ``improve_tol (1 +
-   |V|)`` and no node with the same action and edges exists, the node takes the
+   networks; unbiased for that controller, unlike the max inside ``Q``. The best
+   existing node at ``b`` is run from the same particles with the same random
+   numbers; if the candidate's mean return beats it by more than ``max(improve_tol
+   (1 + |V|), improve_z`` standard errors of the paired difference``)`` and no node
+   with the same action and edges exists, the node takes the
    first free slot and its network is fitted (``fit_steps`` Adam steps,
    warm-started from the best node at ``b``) to those returns and to as many from
    states of random pooled beliefs, so that it does not extrapolate its plan's
-   value to states where the plan does not apply. When fewer than ``width *
+   value to states where the plan does not apply. Then ``refresh_nodes`` random
+   nodes have their edges re-chosen at their home beliefs (same action, the
+   successors now best; kept if the paired returns improve): early nodes point at
+   what was best when they were made, and would otherwise keep stale, wrongly
+   valued branches alive. When fewer than ``width *
    max_depth`` slots are free, :func:`prune` frees the nodes unused for
    ``prune_age`` iterations (keeping the blind nodes and everything reachable
    from the kept ones).
@@ -46,9 +52,12 @@ One :func:`update` (everything jit-compiled, static shapes) is:
    ``L = 1/2 E_{n, s} [f_n(s) - y]^2`` with ``y = sum_{t<H} gamma^t r_t + gamma^H
    fbar_{n_H}(s_H)``: the controller run for ``H = td_steps`` steps from ``(s, n)``
    (``H = 1``: ``y = r(s, a_n) + gamma fbar_{e_n(o)}(s')``, the issue's residual),
-   ``fbar`` the target parameters (copied every ``target_period`` steps), 0 after
-   a terminal state. Each node trains on ``batch_per_node`` states, a fraction
-   ``home_fraction`` from the belief it was created at, the rest from random
+   ``fbar`` the target parameters (a Polyak average of the online ones, rate
+   ``target_ema``), 0 after a terminal state. ``H = 4`` with the average is the
+   default: one-step targets propagate values around the controller's cycles too
+   slowly (errors shrink by ``gamma`` per target lag) and long rollouts are too
+   noisy; on Tiger both left networks off by several units. Each node trains on
+   ``batch_per_node`` states, a fraction ``home_fraction`` from the belief it was created at, the rest from random
    pooled beliefs. The train step is a pure function of fixed shapes: it traces
    and compiles once.
 
@@ -104,7 +113,10 @@ class Config(NamedTuple):
       batch_per_node: states per node per train step.
       home_fraction: share of them from the node's own belief.
       td_steps: ``H`` of the Bellman target (1 = one-step residual).
-      target_period: train steps between copies of the target parameters.
+      target_period: train steps between copies of the target parameters (when
+        ``target_ema`` is 0).
+      target_ema: Polyak averaging rate of the target parameters
+        (``fbar <- (1 - tau) fbar + tau theta`` every train step; 0: periodic copies).
       train_steps: train steps per update.
       fit_steps, fit_learning_rate, fit_repeats: fitting a new node's network.
       explore_random, follow_controller, info_steps, info_threshold: exploration
@@ -114,8 +126,12 @@ class Config(NamedTuple):
         gain exceeds ``info_threshold`` nats) and then the upper bound's action at
         the hidden state; every step is replaced by a random action with
         probability ``explore_random``.
-      improve_tol: a backup adds a node only if it improves the value at its belief
-        by more than ``improve_tol * (1 + |V|)``.
+      improve_tol, improve_z: a backup adds a node only if, run from the belief's
+        particles with the same random numbers as the best existing node there, its
+        mean return beats that node's by more than ``improve_tol * (1 + |V|)`` and by
+        ``improve_z`` standard errors of the paired difference.
+      refresh_nodes: nodes per iteration whose edges are re-chosen at their home
+        belief (kept if the paired returns improve; :func:`_refresh_node`).
       prune_age: when fewer than ``width * max_depth`` slots are free, the nodes
         unused for ``prune_age`` iterations are freed (:func:`prune`).
     """
@@ -131,9 +147,10 @@ class Config(NamedTuple):
     learning_rate: float = 1e-3
     batch_per_node: int = 16
     home_fraction: float = 0.5
-    td_steps: int = 16
+    td_steps: int = 4
     target_period: int = 20
-    train_steps: int = 20
+    target_ema: float = 0.02
+    train_steps: int = 100
     fit_steps: int = 50
     fit_learning_rate: float = 3e-3
     fit_repeats: int = 4
@@ -142,6 +159,8 @@ class Config(NamedTuple):
     info_steps: int = 16
     info_threshold: float = 0.05
     improve_tol: float = 1e-2
+    improve_z: float = 2.0
+    refresh_nodes: int = 8
     prune_age: int = 3
 
 
@@ -396,23 +415,30 @@ class BackupResult(NamedTuple):
     best: jax.Array        # int32[] best node at b before
 
 
+def _successors(keys, model, st: NVIState, b_states, a, apply_fn):
+    """``(Q(b, a), n*(a, .))``: one simulated step per particle (``keys`` [P]) and, per
+    observation, the successor node best on the particles that produced it."""
+    O = model.num_observations
+    P = jax.tree.leaves(b_states)[0].shape[0]
+    s2, o, r, d = jax.vmap(lambda k, s: _step(model, k, s, a))(keys, b_states)
+    F = _all_values(apply_fn, st, _features(model, s2))          # [N, P]
+    F = jnp.where(d[None, :], 0.0, F)
+    onehot = jax.nn.one_hot(o, O, dtype=DTYPE)                    # [P, O]
+    score = jnp.where(st.active[:, None], jnp.where(st.active[:, None], F, 0.0) @ onehot, -jnp.inf)
+    overall = jnp.argmax(jnp.sum(F, axis=1))
+    succ = jnp.where(jnp.sum(onehot, axis=0) > 0, jnp.argmax(score, axis=0), overall).astype(jnp.int32)
+    cont = F[succ[o], jnp.arange(P)]
+    return jnp.mean(r + _gamma(model) * cont), succ
+
+
 def backup(key: jax.Array, model: Any, st: NVIState, b_states: Any, apply_fn: Callable) -> BackupResult:
     """The MCVI-style backup at a belief of equally weighted particles ``b_states`` [P]."""
-    A, O = model.num_actions, model.num_observations
+    A = model.num_actions
     P = jax.tree.leaves(b_states)[0].shape[0]
-    gamma = _gamma(model)
 
     def per_action(args):
         a, keys = args
-        s2, o, r, d = jax.vmap(lambda k, s: _step(model, k, s, a))(keys, b_states)
-        F = _all_values(apply_fn, st, _features(model, s2))          # [N, P]
-        F = jnp.where(d[None, :], 0.0, F)
-        onehot = jax.nn.one_hot(o, O, dtype=DTYPE)                    # [P, O]
-        score = jnp.where(st.active[:, None], jnp.where(st.active[:, None], F, 0.0) @ onehot, -jnp.inf)
-        overall = jnp.argmax(jnp.sum(F, axis=1))
-        succ = jnp.where(jnp.sum(onehot, axis=0) > 0, jnp.argmax(score, axis=0), overall).astype(jnp.int32)
-        cont = F[succ[o], jnp.arange(P)]
-        return jnp.mean(r + gamma * cont), succ
+        return _successors(keys, model, st, b_states, a, apply_fn)
 
     keys = jax.random.split(key, A * P).reshape(A, P)
     q, succ = lax.map(per_action, (jnp.arange(A, dtype=jnp.int32), keys))
@@ -438,6 +464,52 @@ def _fit(p0, x, y, config: Config, apply_fn):
     return p
 
 
+def _paired_gain(key, model, st_new: NVIState, n_new, st_old: NVIState, n_old, b_states, config: Config,
+                 apply_fn):
+    """``(returns from (st_new, n_new), whether they beat (st_old, n_old))`` at a belief.
+
+    Both are run from the same states with the same random numbers (``fit_repeats``
+    runs per particle of ``td_steps`` steps, then the target networks): the paired
+    difference has far less variance than either return. It wins if its mean exceeds
+    ``max(improve_tol * (1 + |old|), improve_z * its standard error)``.
+    """
+    R = config.fit_repeats
+    P = jax.tree.leaves(b_states)[0].shape[0]
+    states = jax.tree.map(lambda x: jnp.repeat(x, R, axis=0), b_states)
+    keys = jax.random.split(key, R * P)
+    y = jax.vmap(lambda k, s: _controller_return(k, model, st_new, s, n_new, config.td_steps, apply_fn))(keys, states)
+    y_old = jax.vmap(lambda k, s: _controller_return(k, model, st_old, s, n_old, config.td_steps, apply_fn))(
+        keys, states)
+    diff = y - y_old
+    se = jnp.std(diff) / jnp.sqrt(jnp.asarray(R * P, DTYPE))
+    base = jnp.mean(y_old)
+    return y, states, jnp.mean(diff) > jnp.maximum(config.improve_tol * (1 + jnp.abs(base)), config.improve_z * se)
+
+
+def _refresh_node(key, model, st: NVIState, config: Config, apply_fn) -> NVIState:
+    """Re-chooses the edges of one random backed-up node at its home belief, in place.
+
+    The node keeps its action; its successors become the best nodes now (by the
+    current networks) for the particles its home belief sends to each observation.
+    The change is kept only if the paired simulated returns (:func:`_paired_gain`)
+    say it improves the node at that belief. Nodes created early point at what was
+    best then; this lets them follow the controller as it improves instead of
+    keeping stale (and, for their networks, wrongly valued) branches alive.
+    """
+    k_n, k_s, k_r = jax.random.split(key, 3)
+    A, N = model.num_actions, config.capacity
+    eligible = st.active & (st.home >= 0) & (jnp.arange(N) >= A)
+    n = jax.random.categorical(k_n, jnp.where(eligible, 0.0, -jnp.inf)).astype(jnp.int32)
+    b_states = _take(st.pool, jnp.maximum(st.home[n], 0))
+    P = jax.tree.leaves(b_states)[0].shape[0]
+    _, succ = _successors(jax.random.split(k_s, P), model, st, b_states, st.actions[n], apply_fn)
+    cand = st._replace(edges=st.edges.at[n].set(succ))
+    _, _, better = _paired_gain(k_r, model, cand, n, st, n, b_states, config, apply_fn)
+    change = jnp.any(eligible) & better & jnp.any(succ != st.edges[n])
+    return lax.cond(change, lambda st: cand._replace(last_used=cand.last_used.at[succ].set(st.iteration)),
+                    lambda st: st, st)
+
+
 def _add_node(key, model, st: NVIState, b_states, slot, config: Config, apply_fn) -> NVIState:
     """Backs up at a belief; adds the node if its simulated value beats the controller's.
 
@@ -459,11 +531,7 @@ def _add_node(key, model, st: NVIState, b_states, slot, config: Config, apply_fn
     p0 = _take(st.params, res.best)
     cand = st._replace(actions=st.actions.at[j].set(res.action), edges=st.edges.at[j].set(res.edges),
                        target_params=_set(st.target_params, j, p0))
-    states = jax.tree.map(lambda x: jnp.repeat(x, R, axis=0), b_states)
-    y = jax.vmap(lambda k, s: _controller_return(k, model, cand, s, j, config.td_steps, apply_fn))(
-        jax.random.split(k_r, R * P), states)
-    value = jnp.mean(y)
-    improves = value > res.value + config.improve_tol * (1 + jnp.abs(res.value))
+    y, states, improves = _paired_gain(k_r, model, cand, j, cand, res.best, b_states, config, apply_fn)
     add = improves & ~duplicate & room
 
     def do_add(st):
@@ -536,8 +604,11 @@ def train_step(key: jax.Array, model: Any, st: NVIState, config: Config, apply_f
     updates, opt_state = _optimizer(config).update(grads, st.opt_state, st.params)
     params = optax.apply_updates(st.params, updates)
     steps = st.steps + 1
-    copy = steps % config.target_period == 0
-    target = jax.tree.map(lambda t, p: jnp.where(copy, p, t), st.target_params, params)
+    if config.target_ema > 0:  # Polyak averaging: a smoothed iterate, far less noisy than a copy
+        target = optax.incremental_update(params, st.target_params, config.target_ema)
+    else:
+        copy = steps % config.target_period == 0
+        target = jax.tree.map(lambda t, p: jnp.where(copy, p, t), st.target_params, params)
     return st._replace(params=params, target_params=target, opt_state=opt_state, steps=steps), loss
 
 
@@ -567,6 +638,8 @@ def explore(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: 
                             lambda st: st, st)
 
         st = lax.fori_loop(0, config.max_depth, body, st)
+    for key_r in jax.random.split(jax.random.fold_in(key, 1), config.refresh_nodes):
+        st = _refresh_node(key_r, model, st, config, apply_fn)
     return st._replace(iteration=st.iteration + 1)
 
 
