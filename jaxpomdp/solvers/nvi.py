@@ -160,7 +160,7 @@ class Config(NamedTuple):
     info_threshold: float = 0.05
     improve_tol: float = 1e-2
     improve_z: float = 2.0
-    refresh_nodes: int = 8
+    refresh_nodes: int = 32
     prune_age: int = 3
 
 
