@@ -208,3 +208,28 @@ def test_cli_writes_the_last_good_policy(tmp_path, capsys, monkeypatch):
     alphas, actions = read_alpha(out, num_states=2, num_actions=3)
     assert np.isfinite(alphas).all() and len(alphas) == len(actions) > 0
     assert "simulated" not in stdout
+
+
+def test_nvi_nan_mid_run_keeps_the_last_good_controller(monkeypatch):
+    from jaxpomdp.solvers import nvi
+    real = nvi.train
+
+    @functools.partial(jax.jit, static_argnames=("config", "apply_fn"))
+    def train(key, model, st, config, apply_fn):  # NaN networks from the third iteration on
+        st, loss = real(key, model, st, config, apply_fn)
+        bad = st.iteration >= 3
+        return st._replace(params=jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), st.params)), loss
+
+    monkeypatch.setattr(nvi, "train", train)
+    config = nvi.Config(capacity=16, hidden=(8,), num_particles=16, b0_particles=32, max_depth=6, pool_capacity=32,
+                        batch_per_node=4, train_steps=4, fit_steps=4, fit_repeats=1, refresh_nodes=2)
+    with pytest.raises(NumericalError) as info:
+        nvi.solve(problems.tiger(), time_limit=None, max_iterations=10, config=config, warmup_steps=4)
+    e = info.value
+    assert e.iteration == 3 and e.what == "value estimate at b0 (node networks)"
+    assert str(e).startswith("nvi: value estimate at b0 (node networks) not finite (")
+    assert str(e).endswith("at iteration 3; stopped, the last good policy is from iteration 2")
+    good = e.last_good
+    assert good.info["iterations"] == 2 and np.isfinite(good.info["value_estimate"])
+    ev = jaxpomdp.simulate.evaluate(jax.random.key(0), problems.tiger(), good.policy, num_episodes=50)
+    assert np.isfinite(float(ev.mean))

@@ -84,7 +84,7 @@ from jax import lax
 from jaxpomdp import bounds, particles
 from jaxpomdp.controller import Controller, ControllerPolicy, init_params, mlp, node_values, reachable
 from jaxpomdp.model import TabularPOMDP
-from jaxpomdp.solvers.baseline import SolveResult
+from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite
 
 __all__ = ["Config", "NVIState", "Network", "BackupResult", "default_config", "init", "collect", "backup",
            "train_step", "explore", "train", "update", "prune", "value_at_b0", "controller_of", "solve",
@@ -758,6 +758,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
                 f"{first_layer / 2 ** 30:.1f} GiB for the networks' first layers alone; give the model "
                 "state_features, a smaller Config.capacity / hidden, or use a simulator (e.g. rocksample_sim)")
     apply_fn = network.apply_fn
+    check_model_finite(model)
     model = _with_upper_table(model)
     upper, upper_kind = upper_bound_at_b0(model)
     certified = upper_kind in ("qmdp", "fully-observable")
@@ -799,6 +800,10 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     def elapsed():
         return time.perf_counter() - start
 
+    def build(st, est, loss, iteration, stop_reason, solve_seconds):
+        return _result(model, st, est, loss, iteration, stop_reason, solve_seconds, compile_seconds, history,
+                       upper, upper_kind, certified, key, apply_fn, config)
+
     while True:
         if max_iterations is not None and iteration >= max_iterations:
             stop_reason = "max_iterations"
@@ -809,10 +814,14 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
         key, k_e, k_t = jax.random.split(key, 3)
         if config.capacity - int(st.num_nodes) < config.width * config.max_depth:
             st = prune(st, model, config.prune_age)
+        prev = (st, est, loss)
         st = explore_c(k_e, model, st)
         st, loss = train_c(k_t, model, st)
         est = float(value_c(st, model)[0])
         iteration += 1
+        if not (math.isfinite(est) and math.isfinite(float(loss))):
+            check_finite("nvi", iteration, {"value estimate at b0 (node networks)": est, "train loss": loss},
+                         model=model, last_good=build(*prev, iteration - 1, "numerical error", elapsed()))
         last = time.perf_counter() - t_it
         row = (elapsed(), est, upper, int(st.num_nodes), int(min(int(st.pool_count), config.pool_capacity)))
         history.append(row)
@@ -822,8 +831,12 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
         if target_gap is not None and certified and upper - est <= target_gap:
             stop_reason = "target gap"
             break
-    solve_seconds = elapsed()
+    return build(st, est, loss, iteration, stop_reason, elapsed())
 
+
+def _result(model, st: NVIState, est, loss, iteration, stop_reason, solve_seconds, compile_seconds, history,
+            upper, upper_kind, certified, key, apply_fn, config) -> SolveResult:
+    """The :class:`SolveResult` of a state (start node chosen by :func:`_choose_start`)."""
     controller, start_mc = _choose_start(jax.random.fold_in(key, 1), model, st, apply_fn, config)
     n = int(st.num_nodes)
     per_node = int(sum(np.prod(x.shape[1:]) * x.dtype.itemsize for x in jax.tree.leaves(st.params)))
