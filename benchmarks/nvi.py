@@ -24,6 +24,8 @@ Columns:
     of the mean over ``b0`` particles; not certified);
   * ``follow``: :func:`jaxpomdp.simulate.evaluate` of the controller followed
     without belief tracking (``--episodes``), mean ± 95% half-width;
+  * ``exact``: for a tabular model, the exact value at ``b0`` of following the
+    controller (:func:`jaxpomdp.controller.exact_value`; no sampling error);
   * ``argmax``: the same for the particle-belief argmax policy
     (``--argmax-episodes``; it evaluates every node network at every step, so far
     fewer episodes);
@@ -169,6 +171,8 @@ def run_problem(name: str, limit: float, args) -> dict:
     row["follow"] = {"mean": float(ev.mean), "ci95_half_width": 1.96 * float(ev.stderr), "episodes": ev.num_episodes,
                      "horizon": ev.horizon, "truncation_bound": ev.truncation_bound,
                      "seconds": time.perf_counter() - t0}
+    if isinstance(model, jaxpomdp.TabularPOMDP):  # what following the graph earns, exactly
+        row["exact"] = jaxpomdp.controller.exact_value(res.policy.controller, model)
     if args.argmax_episodes > 0:
         t0 = time.perf_counter()
         pol = ParticleArgmaxPolicy(res.policy.controller, nvi._with_upper_table(model),
@@ -192,7 +196,7 @@ def fmt(x, spec):
 
 
 HEADER = (f"{'problem':20s} {'|S|':>11s} {'limit':>6s} {'solve':>6s} {'comp':>5s} {'estimate':>8s} "
-          f"{'follow':>15s} {'argmax':>15s} {'upper':>7s} {'ref':>6s} {'target':>6s} {'nodes':>5s} {'reach':>5s} "
+          f"{'follow':>15s} {'exact':>7s} {'argmax':>15s} {'upper':>7s} {'ref':>6s} {'target':>6s} {'nodes':>5s} {'reach':>5s} "
           f"{'param KB':>8s} {'alpha MB':>9s} {'steps/s':>7s} {'rss MB':>6s}")
 
 
@@ -206,7 +210,7 @@ def format_row(r: dict) -> str:
     alpha = None if r["alpha_vector_bytes"] is None else r["alpha_vector_bytes"] / 2 ** 20
     return (f"{r['problem']:20s} {fmt(r['num_states'], '11d')} {r['time_limit']:6.0f} {r['solve_seconds']:6.0f} "
             f"{r['compile_seconds']:5.0f} {r['value_estimate']:8.3f} "
-            f"{f['mean']:.2f}±{f['ci95_half_width']:<5.2f}" + f" {a_s:>15s} "
+            f"{f['mean']:.2f}±{f['ci95_half_width']:<5.2f}" + f" {fmt(r.get('exact'), '7.3f')} {a_s:>15s} "
             f"{fmt(r['upper_bound'], '7.2f')} {fmt(ref.get('ref'), '6.2f')} {fmt(ref.get('target'), '6.2f')} "
             f"{r['num_nodes']:5d} {r['reachable_nodes']:5d} {r['parameter_bytes'] / 1024:8.1f} "
             f"{fmt(alpha, '9.1f')} {r['train_throughput']['steps_per_second']:7.1f} {r['peak_rss_mb_so_far']:6.0f}")

@@ -154,14 +154,16 @@ def nvi(data: dict) -> list[str]:
     rows = []
     for r in data.get("rows", []):
         if "error" in r:
-            rows.append(_error_row(r, 8))
+            rows.append(_error_row(r, 9))
             continue
         ref = r.get("reference") or {}
         rows.append([f"`{r['problem']}`", _num(r.get("num_states"), ",d") if r.get("num_states") else "–",
                      _num(r.get("time_limit"), "g"), _num(r.get("value_estimate"), ".3f"), _pm(r.get("follow")),
-                     _num(r.get("upper_bound"), ".3f"), _num(ref.get("ref"), ".2f"), r.get("num_nodes")])
+                     _num(r.get("exact"), ".3f"), _num(r.get("upper_bound"), ".3f"), _num(ref.get("ref"), ".2f"),
+                     r.get("num_nodes")])
     return [f"**Neural Value Iteration** (`benchmarks/nvi.py`{_quick(data)})", ""] + \
-        _table(["problem", "states", "limit s", "estimate", "simulated (95%)", "upper", "reference", "nodes"], rows)
+        _table(["problem", "states", "limit s", "estimate", "simulated (95%)", "exact", "upper", "reference",
+                "nodes"], rows)
 
 
 RENDER = {"point_based": point_based, "foundation": foundation, "gpomdp": gpomdp, "nvi": nvi}

@@ -40,12 +40,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 from flax import struct
+from jax import lax
 
 from jaxpomdp import particles
 
 __all__ = ["Controller", "MLP", "mlp", "init_params", "node_values", "belief_values", "best_node",
            "ControllerPolicy", "ParticleArgmaxPolicy", "reachable", "to_dot", "to_pg", "write_dot", "write_pg",
-           "parameter_bytes", "node_parameter_count"]
+           "parameter_bytes", "node_parameter_count", "exact_alphas", "exact_value"]
 
 
 class MLP(nn.Module):
@@ -211,6 +212,50 @@ class ParticleArgmaxPolicy:
         belief, _ = particles.update(sub, model, belief, action, observation,
                                      resample_threshold=self.resample_threshold)
         return belief, key
+
+
+# ------------------------------------------------------- exact evaluation
+@functools.partial(jax.jit, static_argnames=("max_iterations",))
+def exact_alphas(controller: Controller, model: Any, tol: float = 1e-6, max_iterations: int = 100_000) -> jax.Array:
+    """float[N, S]: each node's exact value at each state, for a tabular model.
+
+    The controller run from node ``n`` at state ``s`` (act ``a_n``, move to
+    ``e_n(o)``) is a Markov chain on (node, state); its value solves
+    ``V[n, s] = R(s, a_n) + gamma sum_{s'} T(s'|s, a_n) sum_o Z(o|a_n, s') V[e_n(o), s']``,
+    iterated here to a sup-norm change below ``tol (1 - gamma) / gamma`` (so within
+    ``tol`` of the fixed point). Inactive nodes are evaluated too (their edges are
+    whatever the bank holds); the networks are not used: this is what following the
+    graph earns, the yardstick of :class:`ControllerPolicy`.
+    """
+    a, e = controller.actions, controller.edges
+    gamma = jnp.asarray(model.discount, model.reward.dtype)
+    reward = model.reward[a]                                        # [N, S]
+    succ, prob = model.next_state[a], model.next_prob[a]            # [N, S, K]
+    z = model.obs_prob[a]                                           # [N, S', O]
+    rows = jnp.arange(a.shape[0])[:, None, None]
+    stop = tol * (1 - gamma) / jnp.maximum(gamma, 1e-12)
+
+    def sweep(V):
+        W = jnp.einsum("nso,nos->ns", z, V[e])                        # [N, S'] value on arrival
+        return reward + gamma * jnp.sum(prob * W[rows, succ], axis=-1)
+
+    def cond(carry):
+        i, _, delta = carry
+        return (i < max_iterations) & (delta > stop)
+
+    def body(carry):
+        i, V, _ = carry
+        V2 = sweep(V)
+        return i + 1, V2, jnp.max(jnp.abs(V2 - V))
+
+    V0 = jnp.zeros_like(reward)
+    return lax.while_loop(cond, body, (0, V0, jnp.asarray(jnp.inf, reward.dtype)))[1]
+
+
+def exact_value(controller: Controller, model: Any, tol: float = 1e-6) -> float:
+    """The exact value at ``b0`` of following the controller from its start node (tabular models)."""
+    alphas = exact_alphas(controller, model, tol)
+    return float(alphas[controller.start] @ model.initial_belief)
 
 
 # ------------------------------------------------------------------ export

@@ -8,7 +8,7 @@ import pytest
 
 from jaxpomdp import problems, simulate
 from jaxpomdp.controller import (Controller, ControllerPolicy, ParticleArgmaxPolicy, mlp, init_params,
-                                 node_values, parameter_bytes, reachable, to_dot, to_pg)
+                                 node_values, parameter_bytes, reachable, to_dot, to_pg, exact_alphas, exact_value)
 from jaxpomdp.model import dense_transitions
 
 # Tiger: listen until two more "left" than "right" (or vice versa), then open the other door.
@@ -50,6 +50,21 @@ def test_following_the_controller_matches_the_exact_value():
     half = 1.96 * float(ev.stderr) + ev.truncation_bound
     assert abs(float(ev.mean) - exact) <= half, (float(ev.mean), exact, half)
     assert exact == pytest.approx(19.3713, abs=1e-3)  # this controller is optimal: SARSOP's 19.3711
+
+
+@pytest.mark.parametrize("name", ["tiger", "4x3.95"])
+def test_exact_alphas_solve_the_controller_equations(name):
+    m = problems.get(name)
+    if name == "tiger":
+        actions, edges = ACTIONS, EDGES
+    else:  # a random controller: sparse successors (K < S) and several observations
+        rng = np.random.default_rng(0)
+        actions = rng.integers(0, m.num_actions, 7).astype(np.int32)
+        edges = rng.integers(0, 7, (7, m.num_observations)).astype(np.int32)
+    c = Controller(jnp.asarray(actions), jnp.asarray(edges), jnp.ones(len(actions), bool), None, jnp.int32(0))
+    ref = _exact_controller_values(m, actions, edges)
+    np.testing.assert_allclose(np.asarray(exact_alphas(c, m)), ref, atol=2e-4 * (1 + np.abs(ref).max()))
+    assert exact_value(c, m) == pytest.approx(float(ref[0] @ np.asarray(m.initial_belief)), abs=1e-3)
 
 
 def test_particle_argmax_policy_with_exact_node_values():
