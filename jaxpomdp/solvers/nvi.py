@@ -177,7 +177,7 @@ def default_config(model: Any, **overrides) -> Config:
     iteration, 32 edge refreshes per iteration and the paired 2-standard-error
     improvement test. Measured (exact evaluation of the controller,
     :func:`jaxpomdp.controller.exact_value`): Tiger reaches 19.33-19.371 (optimum
-    19.371) in 30 s on 4 seeds where ``Config()`` gave 14.0-16.7, RockSample_4_4
+    19.371) in 30 s on 4 seeds where ``Config()`` gave 16.1-16.5, RockSample_4_4
     17.924 (SARSOP's value) in 120 s, 4x3.95 1.61-1.74 (of 1.89) where ``Config()``
     gave 1.02. On the RockSample simulator they do worse: RockSample(7,8) in 120 s
     follows at 7.35 (the same settings) vs 13.72 (``Config()``), so simulators keep
