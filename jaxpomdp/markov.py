@@ -78,7 +78,7 @@ def induced_chain(model: TabularPOMDP, policy: Any, params: Any, restart_prob=0.
     :func:`jaxpomdp.solvers.gpomdp.gpomdp` samples it); with ``rho = 1 - discount``
     ``eta = (1 - discount) V(b0)``, the discounted value of an episode from ``b0``.
     """
-    S, A, O = model.num_states, model.num_actions, model.num_observations
+    S, O = model.num_states, model.num_observations
     M = policy.num_memory
     T = dense_transitions(model)                                        # [A, S, S']
     Z = model.obs_prob                                                  # [A, S', O]

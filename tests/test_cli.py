@@ -1,7 +1,6 @@
 """The command line: the README's main job, JSON results, policies out, user errors."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

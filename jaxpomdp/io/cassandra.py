@@ -636,7 +636,7 @@ class _Parser:
         return self.error(reason, tok=int(tok)) if tok > 0 else self.end_error(reason)
 
     def build(self) -> TabularPOMDP:
-        A, S, O = self.sizes["action"], self.sizes["state"], self.sizes["observation"]
+        A, S = self.sizes["action"], self.sizes["state"]
         an = self.names["action"] or [str(i) for i in range(A)]
         sn = self.names["state"] or [str(i) for i in range(S)]
         b0 = self.start()

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional
 
 import numpy as np
 

@@ -87,8 +87,8 @@ from jaxpomdp.controller import Controller, ControllerPolicy, init_params, mlp, 
 from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite
 
-__all__ = ["Config", "TABULAR_SETTINGS", "NVIState", "Network", "BackupResult", "default_config", "init", "collect", "backup",
-           "train_step", "explore", "train", "update", "prune", "value_at_b0", "controller_of", "solve",
+__all__ = ["Config", "TABULAR_SETTINGS", "NVIState", "Network", "BackupResult", "default_config", "init", "collect",
+           "backup", "train_step", "explore", "train", "update", "prune", "value_at_b0", "controller_of", "solve",
            "upper_bound_at_b0", "mlp"]
 
 #: Float type of the networks and of the solver's arithmetic.
