@@ -25,7 +25,7 @@ from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.policy import AlphaVectorPolicy, BlindPolicy
 
 __all__ = ["SolveResult", "solve_blind", "solve_qmdp", "timed_call", "compile_cached", "check_model_finite",
-           "check_finite", "value_scale"]
+           "check_finite", "all_finite", "value_scale"]
 
 
 class SolveResult(NamedTuple):
@@ -102,9 +102,14 @@ _MODEL_FIELDS = {
 }
 
 
+def all_finite(tree) -> jax.Array:
+    """bool[]: whether every number in a pytree is finite (traceable: one flag to bring to the host)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 @jax.jit
-def _all_finite(arrays):
-    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in arrays])
+def _each_finite(arrays):
+    return jnp.stack([all_finite(x) for x in arrays])
 
 
 def _entry(model: TabularPOMDP, field: str, index: tuple) -> str:
@@ -135,7 +140,7 @@ def check_model_finite(model: Any) -> None:
     arrays = [getattr(model, f) for f in fields]
     if any(isinstance(x, jax.core.Tracer) for x in arrays):
         return
-    ok = np.asarray(_all_finite(arrays))
+    ok = np.asarray(_each_finite(arrays))
     if ok.all():
         return
     field = fields[int(np.argmin(ok))]

@@ -45,7 +45,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from jaxpomdp.solvers import gpomdp as gpomdp_lib
-from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite, compile_cached
+from jaxpomdp.solvers.baseline import SolveResult, all_finite, check_finite, check_model_finite, compile_cached
 
 __all__ = ["ConjState", "LineSearch", "gsearch", "init", "update", "conjpomdp", "Config", "solve",
            "gpomdp_oracle"]
@@ -249,7 +249,7 @@ def _solver_step(state, key, model, policy, template, rho, config):
     state = update(state, grad_fn, s0=config.s0, eps=config.eps, max_line_steps=config.max_line_steps)
     eta = gpomdp_lib._gpomdp(key, model, policy, unravel(state.params), config.beta, rho, config.num_steps,
                              config.num_chains)[2]
-    finite = jnp.stack([jnp.all(jnp.isfinite(state.grad)), jnp.all(jnp.isfinite(state.params))])
+    finite = jnp.stack([all_finite(state.grad), all_finite(state.params)])
     return state, jnp.vdot(state.grad, state.grad), eta, finite
 
 

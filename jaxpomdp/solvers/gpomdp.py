@@ -43,7 +43,7 @@ import optax
 from jax import lax
 
 from jaxpomdp import stochastic
-from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite, compile_cached
+from jaxpomdp.solvers.baseline import SolveResult, all_finite, check_finite, check_model_finite, compile_cached
 
 __all__ = ["GradientEstimate", "gpomdp", "olpomdp", "restart_probability", "default_policy", "Config", "solve",
            "exact_average_reward", "objective_summary", "policy_info"]
@@ -319,10 +319,6 @@ def _global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
 def _make_optimizer(config: Config):
     if config.optimizer == "adam":
         return optax.adam(config.learning_rate)
@@ -353,7 +349,7 @@ def _solve_iteration(key, params, opt_state, score, first, model, policy, rho, c
                                      config.num_chains, baseline)
         updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grad), opt_state, params)
         params = optax.apply_updates(params, updates)
-        return params, opt_state, reward, _global_norm(grad), jnp.stack([_all_finite(grad), _all_finite(params)])
+        return params, opt_state, reward, _global_norm(grad), jnp.stack([all_finite(grad), all_finite(params)])
 
     # the baseline is the smoothed average reward of earlier iterations: independent of this
     # iteration's samples, so the estimate stays unbiased

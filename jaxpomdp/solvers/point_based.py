@@ -519,7 +519,7 @@ def _bounds_at_b0(state: PointBasedState) -> tuple[float, float, np.ndarray]:
     return float(lower), float(upper), finite
 
 
-def _all_finite(lower: float, upper: float, finite: np.ndarray) -> bool:
+def _bounds_finite(lower: float, upper: float, finite: np.ndarray) -> bool:
     return bool(finite.all()) and math.isfinite(lower) and math.isfinite(upper)
 
 
@@ -592,7 +592,7 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     need = width * (config.max_depth + config.lower_sweeps) if method == "hsvi" else 2 * width
     state = _make_room(state, model, need)
     lower, upper, finite = _bounds_at_b0(state)  # the initial bounds: blind vectors, FIB
-    if not _all_finite(lower, upper, finite):
+    if not _bounds_finite(lower, upper, finite):
         _raise_nonfinite(method, 0, model, state, lower, upper, finite, None)
     if method != "hsvi":
         beliefs = np.asarray(state.points[:1])
@@ -665,7 +665,7 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
                                          deadline=deadline)
         iteration += 1
         new_lower, new_upper, finite = _bounds_at_b0(state)  # waits for the step
-        if not _all_finite(new_lower, new_upper, finite):
+        if not _bounds_finite(new_lower, new_upper, finite):
             executor.shutdown(wait=False, cancel_futures=True)
             _raise_nonfinite(method, iteration, model, state, new_lower, new_upper, finite, _result(
                 good, method, iteration - 1, lower, upper, history, time.perf_counter() - start, compile_seconds))
