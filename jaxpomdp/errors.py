@@ -3,7 +3,7 @@ meets non-finite numbers."""
 
 from __future__ import annotations
 
-__all__ = ["PomdpFormatError", "InvalidModelError", "NumericalError"]
+__all__ = ["PomdpFormatError", "InvalidModelError", "NumericalError", "CheckpointError"]
 
 
 class PomdpFormatError(ValueError):
@@ -70,3 +70,9 @@ class NumericalError(FloatingPointError):
         self.iteration = iteration
         self.what = what
         self.last_good = last_good
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be written, read or resumed: missing, corrupt, or made
+    for another solver, model, precision or settings. The message is one line
+    naming the file and what is wrong."""
