@@ -82,6 +82,7 @@ import numpy as np
 import optax
 from jax import lax
 
+from jaxpomdp.checkpoint import Checkpoint, Checkpointer, stopped
 from jaxpomdp import bounds, particles
 from jaxpomdp.controller import Controller, ControllerPolicy, init_params, mlp, node_values, reachable
 from jaxpomdp.model import TabularPOMDP
@@ -657,8 +658,10 @@ def explore(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: 
                             lambda st: st, st)
 
         st = lax.fori_loop(0, config.max_depth, body, st)
-    for key_r in jax.random.split(jax.random.fold_in(key, 1), config.refresh_nodes):
-        st = _refresh_node(key_r, model, st, config, apply_fn)
+    if config.refresh_nodes:  # a loop, not unrolled: tracing 32 copies made compiling slow
+        keys_r = jax.random.split(jax.random.fold_in(key, 1), config.refresh_nodes)
+        st = lax.fori_loop(0, config.refresh_nodes,
+                           lambda i, st: _refresh_node(keys_r[i], model, st, config, apply_fn), st)
     return st._replace(iteration=st.iteration + 1)
 
 
@@ -730,7 +733,8 @@ def _choose_start(key, model, st: NVIState, apply_fn, config: Config, top: int =
 def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optional[float] = None, seed: int = 0,
           callback: Optional[Callable] = None, config: Optional[Config] = None,
           network: Optional[Network] = None, max_iterations: Optional[int] = None,
-          warmup_steps: Optional[int] = None) -> SolveResult:
+          warmup_steps: Optional[int] = None, checkpoint: Optional[Checkpointer] = None,
+          resume: Optional[Checkpoint] = None, stop: Optional[Callable[[], bool]] = None) -> SolveResult:
     """Plans a finite network controller by Neural Value Iteration (module docstring).
 
     Args:
@@ -750,6 +754,17 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
       max_iterations: optional cap on iterations.
       warmup_steps: train steps before the first backups (default 200, rounded
         up to whole ``train`` calls): they give the blind nodes their values.
+      checkpoint: a :class:`~jaxpomdp.checkpoint.Checkpointer`: the state (node
+        bank, network and target parameters, optimizer state, belief pool), the
+        PRNG key, the last estimate and the history are written after an
+        iteration once its interval has passed, and at the end.
+      resume: a :class:`~jaxpomdp.checkpoint.Checkpoint` of ``nvi`` on this model
+        with the same ``config``, ``seed`` and network: the solve continues from it
+        (no warm-up again; ``time_limit`` and ``max_iterations`` count what was
+        done before it). Stopped and resumed, a solve ending by ``max_iterations``
+        gives exactly the result of one never stopped.
+      stop: polled between iterations; once it returns True the solve stops there
+        (``info["stop_reason"]`` ``"stopped"``), writing the checkpoint.
 
     Returns:
       A :class:`~jaxpomdp.solvers.SolveResult`: ``policy`` a
@@ -767,6 +782,11 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     if not 0 <= gamma < 1:
         raise ValueError(f"discount = {gamma!r}: NVI needs 0 <= discount < 1")
     config = config or default_config(model)
+    options = {"config": config._asdict(), "seed": seed,
+               "network": "mlp" if network is None else f"{network.apply_fn.__module__}.{network.apply_fn.__qualname__}"}
+    if resume is not None:
+        resume.check("nvi", model, options)
+    user_model = model
     if network is None:
         network = Network(*mlp(config.hidden, config.value_scale))
         F = int(jax.eval_shape(lambda k: model.features(model.initial_state(k)), jax.random.key(0)).shape[-1])
@@ -806,14 +826,22 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     compile_seconds = time.perf_counter() - t_compile
 
     start = time.perf_counter()
-    loss = jnp.nan
-    for _ in range(warm_rounds):
-        key, sub = jax.random.split(key)
-        st, loss = train_c(sub, model, st)
-    est = float(value_c(st, model)[0])
-    history = [(time.perf_counter() - start, est, upper, int(st.num_nodes), int(min(int(st.pool_count), config.pool_capacity)))]
-    last = time.perf_counter() - start
-    iteration = 0
+    if resume is None:
+        loss = jnp.nan
+        for _ in range(warm_rounds):
+            key, sub = jax.random.split(key)
+            st, loss = train_c(sub, model, st)
+        est = float(value_c(st, model)[0])
+        history = [(time.perf_counter() - start, est, upper, int(st.num_nodes),
+                    int(min(int(st.pool_count), config.pool_capacity)))]
+        last = time.perf_counter() - start
+        iteration = 0
+    else:  # the clock counts the planning before the checkpoint
+        st = resume.restore(st)
+        loop = resume.loop
+        key, iteration, est, loss, last = resume.key(), loop["iteration"], loop["estimate"], loop["loss"], loop["last"]
+        start -= loop["elapsed"]
+        history = [tuple(row) for row in resume.history]
     stop_reason = "time limit"
 
     def elapsed():
@@ -823,7 +851,15 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
         return _result(model, st, est, loss, iteration, stop_reason, solve_seconds, compile_seconds, history,
                        upper, upper_kind, certified, key, apply_fn, config)
 
+    def save():
+        loop = {"key": key, "iteration": iteration, "estimate": est, "loss": float(loss), "last": last,
+                "elapsed": elapsed()}
+        checkpoint.save("nvi", user_model, options, st, loop, history)
+
     while True:
+        if stopped(stop):
+            stop_reason = "stopped"
+            break
         if max_iterations is not None and iteration >= max_iterations:
             stop_reason = "max_iterations"
             break
@@ -844,12 +880,16 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
         last = time.perf_counter() - t_it
         row = (elapsed(), est, upper, int(st.num_nodes), int(min(int(st.pool_count), config.pool_capacity)))
         history.append(row)
+        if checkpoint is not None and checkpoint.due():
+            save()
         if callback is not None and callback(*row) is False:
             stop_reason = "callback"
             break
         if target_gap is not None and certified and upper - est <= target_gap:
             stop_reason = "target gap"
             break
+    if checkpoint is not None:
+        save()
     return build(st, est, loss, iteration, stop_reason, elapsed())
 
 

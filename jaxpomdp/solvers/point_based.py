@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxpomdp.checkpoint import Checkpoint, Checkpointer, start_seconds, stopped
 from jaxpomdp import backup, bounds, prune
 from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.policy import AlphaVectorPolicy
@@ -384,8 +385,12 @@ def _compact(state: PointBasedState, keep: np.ndarray) -> PointBasedState:
     order_d = jnp.asarray(order)
     take = lambda x: jnp.take(x, order_d, axis=0)  # noqa: E731
     successors = jnp.asarray(renumber)[take(state.successors)]
-    return state._replace(alphas=take(state.alphas), actions=take(state.actions),
-                          witnesses=take(state.witnesses), successors=successors,
+    # rows past the kept ones are zeroed: rows not in use are always zero, so a
+    # checkpoint need only hold the rows in use (and a resumed state is the same)
+    used = jnp.arange(len(keep)) < len(idx)
+    clear = lambda x: jnp.where(used.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0)  # noqa: E731
+    return state._replace(alphas=clear(take(state.alphas)), actions=clear(take(state.actions)),
+                          witnesses=clear(take(state.witnesses)), successors=clear(successors),
                           num_alphas=jnp.int32(len(idx)))
 
 
@@ -534,8 +539,23 @@ def _raise_nonfinite(method: str, iteration: int, model: TabularPOMDP, state: Po
     raise AssertionError("unreachable: a finiteness check failed")  # pragma: no cover
 
 
+def _in_use(state: PointBasedState) -> PointBasedState:
+    """The state cut to its rows in use (what a checkpoint holds; the other rows are zero)."""
+    n, p = int(state.num_alphas), int(state.num_points)
+    return state._replace(alphas=state.alphas[:n], actions=state.actions[:n], witnesses=state.witnesses[:n],
+                          successors=state.successors[:n], points=state.points[:p], values=state.values[:p])
+
+
+def _padded(state: PointBasedState, alphas: int, points: int) -> PointBasedState:
+    """A state cut by :func:`_in_use` with its capacities back (zero rows)."""
+    pad = lambda x, n: jnp.concatenate([x, jnp.zeros((n - x.shape[0],) + x.shape[1:], x.dtype)])  # noqa: E731
+    return state._replace(alphas=pad(state.alphas, alphas), actions=pad(state.actions, alphas),
+                          witnesses=pad(state.witnesses, alphas), successors=pad(state.successors, alphas),
+                          points=pad(state.points, points), values=pad(state.values, points))
+
+
 def _result(state: PointBasedState, method: str, iteration: int, lower: float, upper: float, history: list,
-            solve_seconds: float, compile_seconds: float) -> SolveResult:
+            solve_seconds: float, compile_seconds: float, stop_reason: str = "") -> SolveResult:
     """The result of a state: its vectors in use as the policy, with the bounds given."""
     n = int(state.num_alphas)
     alphas = np.asarray(state.alphas[:n])
@@ -544,13 +564,14 @@ def _result(state: PointBasedState, method: str, iteration: int, lower: float, u
     return SolveResult(policy=policy, lower_bound=lower, upper_bound=upper, solve_seconds=solve_seconds,
                        compile_seconds=compile_seconds, history=history, alphas=alphas, alpha_actions=actions,
                        info={"method": method, "iterations": iteration, "num_vectors": n,
-                             "num_points": int(state.num_points)})
+                             "num_points": int(state.num_points), "stop_reason": stop_reason})
 
 
 def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[float] = 60.0,
           target_gap: float = 1e-3, seed: int = 0, callback: Optional[Callable] = None,
           config: Optional[Config] = None, max_iterations: Optional[int] = None,
-          perseus_beliefs: int = 1000) -> SolveResult:
+          perseus_beliefs: int = 1000, checkpoint: Optional[Checkpointer] = None,
+          resume: Optional[Checkpoint] = None, stop: Optional[Callable[[], bool]] = None) -> SolveResult:
     """Solves a tabular POMDP by point-based value iteration with certified bounds.
 
     Args:
@@ -563,15 +584,29 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
       callback: called after every step with ``(seconds, lower, upper,
         num_vectors, num_beliefs)``; return ``False`` to stop.
       config: :class:`Config` for ``hsvi`` (default: :func:`default_config`).
-      max_iterations: optional cap on steps.
+      max_iterations: optional cap on steps (counting those before ``resume``).
       perseus_beliefs: size of Perseus's belief set.
+      checkpoint: a :class:`~jaxpomdp.checkpoint.Checkpointer`: the state (the
+        vectors and points in use, the belief set, the PRNG key, the bounds and
+        the history) is written after a step once its interval has passed, and at
+        the end (before the final pruning, so a resume continues the same search).
+      resume: a :class:`~jaxpomdp.checkpoint.Checkpoint` of this method on this
+        model with the same ``config``, ``seed`` and ``perseus_beliefs``: the solve
+        continues from it (``time_limit`` counts the seconds solved before it).
+        Stopped and resumed, a solve ending by ``max_iterations`` or
+        ``target_gap`` gives exactly the result of one never stopped.
+      stop: polled between steps; once it returns True the solve stops there (its
+        ``info["stop_reason"]`` is ``"stopped"``), writing the checkpoint.
 
     Returns:
       A :class:`~jaxpomdp.solvers.SolveResult` whose policy is an
-      :class:`~jaxpomdp.policy.AlphaVectorPolicy`.
+      :class:`~jaxpomdp.policy.AlphaVectorPolicy`; ``info["stop_reason"]`` is one of
+      ``"target gap"``, ``"time limit"``, ``"max_iterations"``, ``"callback"``,
+      ``"stopped"``.
 
     Raises:
       InvalidModelError: the model holds a NaN or an infinity.
+      CheckpointError: ``resume`` is of another solver, model or settings.
       NumericalError: a bound at ``b0`` or a vector, point value or point in use
         became non-finite (checked after every step, with the bounds). Its
         ``iteration`` is the step (0: the initial bounds) and ``last_good`` the
@@ -583,6 +618,10 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     check_model_finite(model)
     if config is None:
         config = default_config(model)
+    options = {"config": config._asdict(), "seed": seed,
+               "perseus_beliefs": perseus_beliefs if method == "perseus" else None}
+    if resume is not None:
+        resume.check(method, model, options)
     key = jax.random.key(seed)
     t_compile = time.perf_counter()
     capacity = initial_capacity(model)
@@ -594,11 +633,25 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     lower, upper, finite = _bounds_at_b0(state)  # the initial bounds: blind vectors, FIB
     if not _bounds_finite(lower, upper, finite):
         _raise_nonfinite(method, 0, model, state, lower, upper, finite, None)
+    beliefs = None
     if method != "hsvi":
         beliefs = np.asarray(state.points[:1])
-        if method == "perseus":
+        if method == "perseus" and resume is None:
             key, sub = jax.random.split(key)
             beliefs = np.concatenate([beliefs, _random_beliefs(sub, model, perseus_beliefs - 1)])
+    iteration = 0
+    history = [(0.0, lower, upper, int(state.num_alphas), int(state.num_points))]
+    # the time a step takes, for stopping before one would overrun the limit; steps
+    # on shapes not seen before also compile, so they do not set the estimate
+    last_step = predicted_step = 0.0
+    if resume is not None:
+        saved = resume.restore({"state": _in_use(state), "beliefs": beliefs})
+        loop = resume.loop
+        state = _padded(saved["state"], *loop["capacities"])
+        beliefs = None if saved["beliefs"] is None else np.asarray(saved["beliefs"])
+        key, iteration, lower, upper = resume.key(), loop["iteration"], loop["lower"], loop["upper"]
+        last_step, predicted_step = loop["last_step"], loop["predicted_step"]
+        history = [tuple(row) for row in resume.history]
 
     # compiled steps by set capacities; the next larger one is compiled in the
     # background while the current one runs, so growing rarely stalls the search
@@ -627,19 +680,28 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     prune_state(state, model)
     compile_seconds = time.perf_counter() - t_compile
 
-    start = time.perf_counter()
-    history = [(0.0, lower, upper, int(state.num_alphas), int(state.num_points))]
-    # the time a step takes, for stopping before one would overrun the limit; steps
-    # on shapes not seen before also compile, so they do not set the estimate
-    last_step = predicted_step = 0.0
+    start = time.perf_counter() - start_seconds(resume)  # the clock counts the solving before a resume
     seen = {_shapes(state, beliefs if method == "pbvi" else None, width), ("prune", 256, 256)}
-    iteration = 0
 
     def time_left():
         return math.inf if time_limit is None else time_limit - (time.perf_counter() - start)
 
+    def save():
+        loop = {"key": key, "iteration": iteration, "lower": lower, "upper": upper,
+                "elapsed": time.perf_counter() - start, "last_step": last_step, "predicted_step": predicted_step,
+                "capacities": [state.alphas.shape[0], state.points.shape[0]]}
+        checkpoint.save(method, model, options, {"state": _in_use(state), "beliefs": beliefs}, loop, history)
+
+    stop_reason = "target gap"
     while upper - lower > target_gap:
-        if time_left() < predicted_step or (max_iterations is not None and iteration >= max_iterations):
+        if stopped(stop):
+            stop_reason = "stopped"
+            break
+        if max_iterations is not None and iteration >= max_iterations:
+            stop_reason = "max_iterations"
+            break
+        if time_left() < predicted_step:
+            stop_reason = "time limit"
             break
         t_step = time.perf_counter()
         key, sub = jax.random.split(key)
@@ -685,16 +747,23 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
         lower, upper = max(lower, new_lower), min(upper, new_upper)
         row = (time.perf_counter() - start, lower, upper, int(state.num_alphas), int(state.num_points))
         history.append(row)
+        if checkpoint is not None and checkpoint.due():
+            save()
         if callback is not None and callback(*row) is False:
+            stop_reason = "callback"
             break
     executor.shutdown(wait=False, cancel_futures=True)
+    if checkpoint is not None:
+        save()
     # a last pruning makes the policy smaller; on shapes not compiled yet it is
-    # skipped when there is no time left for compiling (the vectors are valid as they are)
+    # skipped when there is no time left for compiling (or when stopping: it would
+    # delay the stop; the vectors are valid as they are)
     pruning = ("prune", _used(int(state.num_alphas), state.alphas.shape[0]),
                _used(int(state.num_points), state.points.shape[0]))
-    if pruning in seen or time_left() > MIN_COMPILE_ESTIMATE:
+    if pruning in seen or (time_left() > MIN_COMPILE_ESTIMATE and not stopped(stop)):
         state = prune_state(state, model)
-    return _result(state, method, iteration, lower, upper, history, time.perf_counter() - start, compile_seconds)
+    return _result(state, method, iteration, lower, upper, history, time.perf_counter() - start, compile_seconds,
+                   stop_reason)
 
 
 def _batch_step(key, model, state, beliefs: np.ndarray, method: str, width: int, *,

@@ -1,0 +1,183 @@
+"""Checkpoints of the point-based solvers and NVI: stopped and resumed equals never stopped;
+bad checkpoints are refused in one line; writes are atomic. (The gradient solvers:
+tests/test_checkpoint_gradient.py; Ctrl-C through the command line: tests/test_interrupt.py.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from jaxpomdp import checkpoint, problems
+from jaxpomdp.checkpoint import Checkpointer, StopRequest, load
+from jaxpomdp.errors import CheckpointError
+from jaxpomdp.solvers import nvi, point_based
+
+
+def stop_after(k: int):
+    """A ``stop`` callable that asks for a stop at its (k+1)-th poll (after k steps)."""
+    polls = {"n": 0}
+
+    def stop():
+        polls["n"] += 1
+        return polls["n"] > k
+    return stop
+
+
+def _same_result(a, b):
+    np.testing.assert_array_equal(a.alphas, b.alphas)
+    np.testing.assert_array_equal(a.alpha_actions, b.alpha_actions)
+    assert (a.lower_bound, a.upper_bound, a.info) == (b.lower_bound, b.upper_bound, b.info)
+    assert [row[1:] for row in a.history] == [row[1:] for row in b.history]
+
+
+@pytest.mark.parametrize("method, n, k", [("hsvi", 20, 7), ("pbvi", 8, 3), ("perseus", 8, 3)])
+def test_point_based_stopped_and_resumed_equals_never_stopped(tmp_path, method, n, k):
+    model = problems.get("tiger")
+    kw = dict(method=method, time_limit=None, max_iterations=n, target_gap=0.0, seed=1, perseus_beliefs=100)
+    ref = point_based.solve(model, **kw)
+    ckpt = Checkpointer(tmp_path, every=1e9)
+    cut = point_based.solve(model, checkpoint=ckpt, stop=stop_after(k), **kw)
+    assert cut.info["stop_reason"] == "stopped" and cut.info["iterations"] == k
+    assert ckpt.saves == 1  # not due before: written once, at the stop
+    resumed = point_based.solve(model, resume=load(tmp_path), checkpoint=ckpt, **kw)
+    assert resumed.info["stop_reason"] == "max_iterations"
+    _same_result(ref, resumed)
+    # resuming the finished run's checkpoint changes nothing
+    _same_result(ref, point_based.solve(model, resume=load(tmp_path), **kw))
+
+
+def test_point_based_resume_twice_and_after_set_growth(tmp_path):
+    """Stopped twice on a model whose sets grow and get pruned in between (4x3: hundreds of vectors)."""
+    model = problems.get("4x3.95")
+    kw = dict(time_limit=None, max_iterations=9, target_gap=0.0, seed=3)
+    ref = point_based.solve(model, **kw)
+    ckpt = Checkpointer(tmp_path, every=1e9)
+    point_based.solve(model, checkpoint=ckpt, stop=stop_after(2), **kw)
+    point_based.solve(model, checkpoint=ckpt, resume=load(tmp_path), stop=stop_after(5), **kw)
+    assert load(tmp_path).loop["iteration"] == 7
+    _same_result(ref, point_based.solve(model, resume=load(tmp_path), **kw))
+
+
+def test_checkpoints_are_written_when_due_and_hold_only_the_rows_in_use(tmp_path):
+    model = problems.get("tiger")
+    ckpt = Checkpointer(tmp_path, every=1e-9)
+    result = point_based.solve(model, time_limit=None, max_iterations=5, target_gap=0.0, checkpoint=ckpt)
+    assert ckpt.saves == 5 + 1  # after every step (always due) and at the end
+    saved = load(tmp_path)
+    state = saved.restore({"state": point_based._in_use(point_based.init(model)), "beliefs": None})["state"]
+    assert state.alphas.shape[0] == int(state.num_alphas) and state.points.shape[0] == int(state.num_points)
+    assert saved.loop["capacities"][0] >= 256 and saved.solver == "hsvi"
+    assert [tuple(r) for r in saved.history] == [tuple(r) for r in result.history]
+
+
+def test_time_limit_counts_the_seconds_before_the_checkpoint(tmp_path):
+    model = problems.get("tiger")
+    ckpt = Checkpointer(tmp_path, every=1e9)
+    point_based.solve(model, time_limit=None, max_iterations=3, target_gap=0.0, checkpoint=ckpt)
+    elapsed = load(tmp_path).loop["elapsed"]
+    r = point_based.solve(model, time_limit=elapsed / 2, target_gap=0.0, resume=load(tmp_path))
+    assert r.info["stop_reason"] == "time limit" and r.info["iterations"] == 3
+    assert r.solve_seconds >= elapsed
+
+
+def test_nvi_stopped_and_resumed_equals_never_stopped(tmp_path):
+    model = problems.get("tiger")
+    config = nvi.default_config(model)._replace(capacity=64, hidden=(16,), num_particles=32, b0_particles=64,
+                                                max_depth=8, pool_capacity=128, train_steps=10,
+                                                refresh_nodes=2, fit_steps=10)
+    kw = dict(time_limit=None, max_iterations=5, seed=2, config=config, warmup_steps=20)
+    ref = nvi.solve(model, **kw)
+    ckpt = Checkpointer(tmp_path, every=1e9)
+    cut = nvi.solve(model, checkpoint=ckpt, stop=stop_after(2), **kw)
+    assert cut.info["stop_reason"] == "stopped" and cut.info["iterations"] == 2
+    resumed = nvi.solve(model, resume=load(tmp_path), **kw)
+    for x, y in zip(jax.tree.leaves(ref.policy.controller), jax.tree.leaves(resumed.policy.controller)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    for key in ("value_estimate", "num_nodes", "iterations", "train_steps", "final_loss", "start_node"):
+        assert ref.info[key] == resumed.info[key], key
+    assert [row[1:] for row in ref.history] == [row[1:] for row in resumed.history]
+    with pytest.raises(CheckpointError, match="other settings: config"):
+        nvi.solve(model, resume=load(tmp_path), **{**kw, "config": config._replace(train_steps=11)})
+
+
+# ------------------------------------------------------------------ refusals
+@pytest.fixture
+def tiger_checkpoint(tmp_path):
+    point_based.solve(problems.get("tiger"), time_limit=None, max_iterations=2, checkpoint=Checkpointer(tmp_path))
+    return tmp_path
+
+
+def test_a_checkpoint_is_refused_by_another_solver_model_seed_or_precision(tiger_checkpoint):
+    saved = load(tiger_checkpoint)
+    tiger = problems.get("tiger")
+    with pytest.raises(CheckpointError, match="solver 'hsvi', not 'pbvi'"):
+        point_based.solve(tiger, method="pbvi", max_iterations=3, resume=saved)
+    with pytest.raises(CheckpointError, match="another model"):
+        point_based.solve(problems.tiger(discount=0.9), resume=saved)
+    with pytest.raises(CheckpointError, match=r"other settings: seed 0 \(now 5\)"):
+        point_based.solve(tiger, seed=5, resume=saved)
+    with pytest.raises(CheckpointError, match=r"other settings: config"):
+        point_based.solve(tiger, config=point_based.Config(width=3), resume=saved)
+    wide = jax.tree.map(lambda x: np.asarray(x, np.float64) if np.asarray(x).dtype == np.float32 else x, tiger)
+    assert checkpoint.model_fingerprint(wide) != checkpoint.model_fingerprint(tiger)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "not a readable checkpoint"),
+    (b"\x81\xa6format\xa3bad", "not a jaxpomdp-checkpoint/1 checkpoint .format 'bad'."),
+    (None, "no checkpoint there"),
+])
+def test_unreadable_checkpoints_are_one_line_errors(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / checkpoint.FILENAME).write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        load(tmp_path)
+
+
+def test_a_truncated_checkpoint_is_refused(tiger_checkpoint):
+    path = tiger_checkpoint / checkpoint.FILENAME
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="checkpoint"):
+        load(tiger_checkpoint)
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_whole(tiger_checkpoint, monkeypatch):
+    before = (tiger_checkpoint / checkpoint.FILENAME).read_bytes()
+
+    def fail(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        point_based.solve(problems.get("tiger"), time_limit=None, max_iterations=4,
+                          checkpoint=Checkpointer(tiger_checkpoint))
+    monkeypatch.undo()
+    assert (tiger_checkpoint / checkpoint.FILENAME).read_bytes() == before
+    assert sorted(p.name for p in tiger_checkpoint.iterdir()) == [checkpoint.FILENAME]  # no temporary left
+    assert load(tiger_checkpoint).loop["iteration"] == 2
+
+
+def test_the_checkpoint_file_itself_may_be_given(tiger_checkpoint):
+    assert load(tiger_checkpoint / checkpoint.FILENAME).path == load(tiger_checkpoint).path
+
+
+def test_checkpointer_refuses_bad_settings(tmp_path):
+    with pytest.raises(ValueError, match="positive"):
+        Checkpointer(tmp_path, every=0)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(CheckpointError, match="cannot create"):
+        Checkpointer(tmp_path / "file" / "sub")
+
+
+def test_stop_request_first_signal_sets_the_flag_second_one_raises():
+    with StopRequest() as stop:
+        assert not stop()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop() and stop.signal == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
