@@ -44,6 +44,7 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from jaxpomdp.checkpoint import Checkpoint, Checkpointer, start_seconds, stopped
 from jaxpomdp.solvers import gpomdp as gpomdp_lib
 from jaxpomdp.solvers.baseline import SolveResult, all_finite, check_finite, check_model_finite, compile_cached
 
@@ -253,21 +254,43 @@ def _solver_step(state, key, model, policy, template, rho, config):
     return state, jnp.vdot(state.grad, state.grad), eta, finite
 
 
-def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] = None, seed: int = 0,
-          callback: Optional[Callable[..., None]] = None, config: Optional[Config] = None,
-          policy: Any = None, params: Any = None, max_iterations: Optional[int] = None) -> SolveResult:
+def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optional[float] = None, seed: int = 0,
+          callback: Optional[Callable[..., Any]] = None, config: Optional[Config] = None,
+          policy: Any = None, params: Any = None, max_iterations: Optional[int] = None,
+          checkpoint: Optional[Checkpointer] = None, resume: Optional[Checkpoint] = None,
+          stop: Optional[Callable[[], bool]] = None) -> SolveResult:
     """CONJPOMDP with GPOMDP as ``GRAD``: the command line's ``--solver conjpomdp``.
 
     Stops when ``||g||^2 < config.eps``, after ``max_iterations`` iterations, or at
     the time limit (checked between iterations, counted after the first
-    compilation). ``target_gap`` is ignored (no bounds: ``lower_bound`` and
-    ``upper_bound`` are None). ``callback(seconds, eta_estimate, grad_norm,
-    iteration)`` reports progress, where ``eta_estimate`` is the average reward of
-    the chains of the last gradient estimate; history rows are ``(seconds,
-    eta_estimate, grad_norm, iteration, gradient evaluations)``.
+    compilation; None: no limit). ``target_gap`` is ignored (no bounds:
+    ``lower_bound`` and ``upper_bound`` are None). ``callback(seconds,
+    eta_estimate, grad_norm, iteration)`` reports progress, where ``eta_estimate``
+    is the average reward of the chains of the last gradient estimate; it may
+    return ``False`` to stop. History rows are ``(seconds, eta_estimate, grad_norm,
+    iteration, gradient evaluations)``. ``info["stop_reason"]`` is ``"gradient
+    tolerance"`` (``||g||^2 < eps``), ``"max_iterations"``, ``"time limit"``,
+    ``"callback"`` or ``"stopped"``.
+
+    Checkpoints (:mod:`jaxpomdp.checkpoint`):
+
+    * ``checkpoint``: a :class:`~jaxpomdp.checkpoint.Checkpointer`: the
+      conjugate-gradient state (:class:`ConjState`: ``theta``, ``g``, ``h``, its
+      PRNG key, the iteration and gradient-evaluation counts, the last step), the
+      driver's PRNG key, ``||g||^2`` and the history are written after an iteration
+      once its interval has passed, and at the end.
+    * ``resume``: a :class:`~jaxpomdp.checkpoint.Checkpoint` of ``conjpomdp`` on
+      this model with the same ``config``, ``seed``, policy and starting ``params``:
+      the solve continues from it (``time_limit`` and ``max_iterations`` count what
+      was done before it). Stopped and resumed, a solve ending by
+      ``max_iterations`` or ``||g||^2 < eps`` gives exactly the result of one never
+      stopped.
+    * ``stop``: polled between iterations; once it returns True the solve stops
+      there (``info["stop_reason"]`` ``"stopped"``), writing the checkpoint.
 
     Raises:
       InvalidModelError: a tabular model holds a NaN or an infinity.
+      CheckpointError: ``resume`` is of another solver, model or settings.
       NumericalError: the gradient estimate (iteration 0: the first one), the new
         parameters or the reward estimate is not finite; ``last_good`` is the
         result of the parameters before that iteration.
@@ -277,6 +300,9 @@ def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] =
     check_model_finite(model)
     if policy is None:
         policy = gpomdp_lib.default_policy(model, memory=config.memory)
+    options = gpomdp_lib._checkpoint_options(config, seed, policy, params)
+    if resume is not None:
+        resume.check("conjpomdp", model, options)
     key = jax.random.key(seed)
     key, k_init = jax.random.split(key)
     if params is None:
@@ -292,11 +318,12 @@ def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] =
     step_fn, c2 = compile_cached(_solver_step, state_shape, key, model, policy, params, rho, config=config)
     compile_seconds = c1 + c2
 
-    def result(state, grad_sq, history, solve_seconds):
+    def result(state, grad_sq, history, solve_seconds, stop_reason=""):
         params = unravel(state.params)
         steps = int(state.evaluations) * config.num_steps * config.num_chains
         info = {"iterations": int(state.iteration), "gradient_evaluations": int(state.evaluations),
                 "environment_steps": steps, "gradient_norm": grad_sq ** 0.5, "config": config._asdict(),
+                "stop_reason": stop_reason,
                 **gpomdp_lib.objective_summary(model, policy, params, config.objective),
                 **gpomdp_lib.policy_info(policy, params)}
         return SolveResult(policy=policy.as_policy(params), lower_bound=None, upper_bound=None,
@@ -304,16 +331,39 @@ def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] =
                            history=list(history), info=info)
 
     scale = (config.num_steps, f"a chain's reward sum over {config.num_steps} steps")
-    start = time.perf_counter()
-    state = init_fn(k_state, model, policy, params, rho)
-    grad_sq = float(jnp.vdot(state.grad, state.grad))
-    history = []
-    if not np.isfinite(grad_sq):  # the initial parameters are the caller's (or finite random ones)
-        check_finite("conjpomdp", 0, {"gradient estimate": state.grad, "squared gradient norm": grad_sq},
-                     model=model, scale=scale,
-                     last_good=result(state, grad_sq, history, time.perf_counter() - start))
-    while int(state.iteration) < max_iterations and grad_sq >= config.eps:
-        if time.perf_counter() - start >= time_limit:
+    if resume is None:
+        start = time.perf_counter()
+        state = init_fn(k_state, model, policy, params, rho)
+        grad_sq = float(jnp.vdot(state.grad, state.grad))
+        history = []
+        if not np.isfinite(grad_sq):  # the initial parameters are the caller's (or finite random ones)
+            check_finite("conjpomdp", 0, {"gradient estimate": state.grad, "squared gradient norm": grad_sq},
+                         model=model, scale=scale,
+                         last_good=result(state, grad_sq, history, time.perf_counter() - start,
+                                          "numerical error"))
+    else:  # the clock counts the solving before the checkpoint
+        start = time.perf_counter() - start_seconds(resume)
+        state = resume.restore(state_shape)
+        key, grad_sq = resume.key(), float(resume.loop["grad_sq"])
+        history = [tuple(row) for row in resume.history]
+
+    def save():
+        loop = {"key": key, "grad_sq": grad_sq, "elapsed": time.perf_counter() - start,
+                "iteration": int(state.iteration)}  # (the count itself is restored from the state)
+        checkpoint.save("conjpomdp", model, options, state, loop, history)
+
+    while True:
+        if stopped(stop):
+            stop_reason = "stopped"
+            break
+        if int(state.iteration) >= max_iterations:
+            stop_reason = "max_iterations"
+            break
+        if not grad_sq >= config.eps:
+            stop_reason = "gradient tolerance"
+            break
+        if time_limit is not None and time.perf_counter() - start >= time_limit:
+            stop_reason = "time limit"
             break
         key, sub = jax.random.split(key)
         last, last_grad_sq = state, grad_sq  # kept until the step has been checked
@@ -325,8 +375,14 @@ def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] =
             check_finite("conjpomdp", int(state.iteration),
                          {"gradient estimate": finite[0], "policy parameters": finite[1],
                           "squared gradient norm": grad_sq, "average-reward estimate": eta},
-                         last_good=result(last, last_grad_sq, history, elapsed), model=model, scale=scale)
+                         last_good=result(last, last_grad_sq, history, elapsed, "numerical error"), model=model,
+                         scale=scale)
         history.append((elapsed, eta, grad_sq ** 0.5, int(state.iteration), int(state.evaluations)))
-        if callback is not None:
-            callback(elapsed, eta, grad_sq ** 0.5, int(state.iteration))
-    return result(state, grad_sq, history, time.perf_counter() - start)
+        if checkpoint is not None and checkpoint.due():
+            save()
+        if callback is not None and callback(elapsed, eta, grad_sq ** 0.5, int(state.iteration)) is False:
+            stop_reason = "callback"
+            break
+    if checkpoint is not None:
+        save()
+    return result(state, grad_sq, history, time.perf_counter() - start, stop_reason)

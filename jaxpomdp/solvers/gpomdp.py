@@ -43,6 +43,7 @@ import optax
 from jax import lax
 
 from jaxpomdp import stochastic
+from jaxpomdp.checkpoint import Checkpoint, Checkpointer, model_fingerprint, start_seconds, stopped
 from jaxpomdp.solvers.baseline import SolveResult, all_finite, check_finite, check_model_finite, compile_cached
 
 __all__ = ["GradientEstimate", "gpomdp", "olpomdp", "restart_probability", "default_policy", "Config", "solve",
@@ -359,19 +360,36 @@ def _solve_iteration(key, params, opt_state, score, first, model, policy, rho, c
     return params, opt_state, reward, norm, score, finite
 
 
-def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] = None, seed: int = 0,
-          callback: Optional[Callable[..., None]] = None, config: Optional[Config] = None,
+def _describe_policy(policy: Any) -> str:
+    """A stable description of a stochastic policy's structure (its class and static fields), for
+    a checkpoint's options: ``repr`` of the built-in (frozen dataclass) policies, else the class."""
+    text = repr(policy)
+    if " at 0x" in text:  # the default object repr names a memory address, different in every process
+        text = f"{type(policy).__module__}.{type(policy).__qualname__}"
+    return text
+
+
+def _checkpoint_options(config: NamedTuple, seed: int, policy: Any, params: Any) -> dict:
+    """The settings a policy-gradient checkpoint is made with: the config, the seed, the policy
+    (:func:`_describe_policy`) and a fingerprint of the caller's starting ``params`` (None: drawn)."""
+    return {"config": config._asdict(), "seed": int(seed), "policy": _describe_policy(policy),
+            "params": None if params is None else model_fingerprint(jax.tree.map(np.asarray, params))}
+
+
+def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optional[float] = None, seed: int = 0,
+          callback: Optional[Callable[..., Any]] = None, config: Optional[Config] = None,
           policy: Any = None, params: Any = None, max_iterations: Optional[int] = None,
-          gradient_tolerance: Optional[float] = None) -> SolveResult:
+          gradient_tolerance: Optional[float] = None, checkpoint: Optional[Checkpointer] = None,
+          resume: Optional[Checkpoint] = None, stop: Optional[Callable[[], bool]] = None) -> SolveResult:
     """Stochastic gradient ascent on the GPOMDP estimate with an optax optimizer.
 
     Each iteration estimates the gradient with :func:`gpomdp` (``config.num_chains``
     chains of ``config.num_steps`` steps, fresh keys) and applies one optimizer
     step (ascent: the optimizer sees ``-gradient``), for ``config.num_restarts``
     independent starting points at once (vmapped). Stops at the time limit
-    (counted after the first compilation, reported as ``compile_seconds``), after
-    ``max_iterations``, or when ``||gradient||`` of every restart falls below
-    ``gradient_tolerance``. Each estimate subtracts a baseline from the rewards,
+    (counted after the first compilation, reported as ``compile_seconds``; None:
+    no limit), after ``max_iterations``, or when ``||gradient||`` of every restart
+    falls below ``gradient_tolerance``. Each estimate subtracts a baseline from the rewards,
     the smoothed average reward of the earlier iterations (see :func:`gpomdp`). The restart with the best estimated objective (mean
     reward per step of its chains over the last iterations) is returned.
 
@@ -379,13 +397,32 @@ def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] =
     gradient method has no bounds, so ``lower_bound`` and ``upper_bound`` are None.
     ``callback(seconds, eta_estimate, grad_norm, iteration)`` reports progress (of
     the best restart; with the discounted objective ``eta_estimate`` is the
-    average reward of the restarted chain, ``(1 - discount) V(b0)``); history rows
-    are ``(seconds, eta_estimate, grad_norm, iteration, environment steps)``.
+    average reward of the restarted chain, ``(1 - discount) V(b0)``); it may
+    return ``False`` to stop. History rows are ``(seconds, eta_estimate,
+    grad_norm, iteration, environment steps)``.
     ``info`` holds the policy's parameters, the exact ``eta`` (and discounted
-    value) where the model is small and tabular, and the steps simulated.
+    value) where the model is small and tabular, the steps simulated and
+    ``stop_reason``: ``"max_iterations"``, ``"time limit"``, ``"gradient tolerance"``,
+    ``"callback"`` or ``"stopped"``.
+
+    Checkpoints (:mod:`jaxpomdp.checkpoint`):
+
+    * ``checkpoint``: a :class:`~jaxpomdp.checkpoint.Checkpointer`: the state (every
+      restart's parameters, the optimizer state and the smoothed objective
+      estimates), the PRNG key, the iteration and environment-step counts and the
+      history are written after an iteration once its interval has passed, and at
+      the end.
+    * ``resume``: a :class:`~jaxpomdp.checkpoint.Checkpoint` of ``gpomdp`` on this
+      model with the same ``config``, ``seed``, policy and starting ``params``: the
+      solve continues from it (``time_limit`` and ``max_iterations`` count what was
+      done before it). Stopped and resumed, a solve ending by ``max_iterations`` (or
+      ``gradient_tolerance``) gives exactly the result of one never stopped.
+    * ``stop``: polled between iterations; once it returns True the solve stops
+      there (``info["stop_reason"]`` ``"stopped"``), writing the checkpoint.
 
     Raises:
       InvalidModelError: a tabular model holds a NaN or an infinity.
+      CheckpointError: ``resume`` is of another solver, model or settings.
       NumericalError: a restart's gradient estimate, new parameters or reward
         estimate is not finite; ``last_good`` is the result of the parameters before
         that iteration.
@@ -395,6 +432,9 @@ def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] =
     check_model_finite(model)
     if policy is None:
         policy = default_policy(model, memory=config.memory)
+    options = _checkpoint_options(config, seed, policy, params)
+    if resume is not None:
+        resume.check("gpomdp", model, options)
     rho = restart_probability(model, config.objective)
     _check(config.beta, rho, config.num_steps, config.num_chains)
     R = int(config.num_restarts)
@@ -414,10 +454,31 @@ def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] =
     score = jnp.zeros((R,), _dtype(params))
     compiled, compile_seconds = compile_cached(_solve_iteration, key, params, opt_state, score, True, model,
                                                policy, rho, config=config)
-    start = time.perf_counter()
     history, it, steps = [], 0, 0
+    if resume is not None:
+        saved = resume.restore({"params": params, "opt_state": opt_state, "score": score})
+        params, opt_state, score = saved["params"], saved["opt_state"], saved["score"]
+        key, it, steps = resume.key(), int(resume.loop["iteration"]), int(resume.loop["environment_steps"])
+        history = [tuple(row) for row in resume.history]
+    start = time.perf_counter() - start_seconds(resume)  # the clock counts the solving before a resume
     per_iteration = config.num_steps * config.num_chains * R
-    while it < max_iterations:
+
+    def save():
+        loop = {"key": key, "iteration": it, "environment_steps": steps, "elapsed": time.perf_counter() - start}
+        checkpoint.save("gpomdp", model, options, {"params": params, "opt_state": opt_state, "score": score},
+                        loop, history)
+
+    stop_reason = "max_iterations"
+    while True:
+        if stopped(stop):
+            stop_reason = "stopped"
+            break
+        if it >= max_iterations:
+            stop_reason = "max_iterations"
+            break
+        if time_limit is not None and it > 0 and time.perf_counter() - start >= time_limit:
+            stop_reason = "time limit"
+            break
         key, sub = jax.random.split(key)
         last_params, last_score = params, score  # kept until the step has been checked
         params, opt_state, reward, norm, score, finite = compiled(sub, params, opt_state, score, it == 0, model,
@@ -430,27 +491,32 @@ def solve(model: Any, *, time_limit: float = 60.0, target_gap: Optional[float] =
             check_finite("gpomdp", it, {"gradient estimate": finite[:, 0], "policy parameters": finite[:, 1],
                                         "average-reward estimate": reward},
                          last_good=_result(model, policy, config, last_params, last_score, it - 1,
-                                           steps - per_iteration, history, elapsed, compile_seconds),
+                                           steps - per_iteration, history, elapsed, compile_seconds,
+                                           "numerical error"),
                          model=model, scale=(config.num_steps, f"a chain's reward sum over {config.num_steps} steps"))
         best = int(np.argmax(np.asarray(score)))
         history.append((elapsed, float(reward[best]), float(norm[best]), it, steps))
-        if callback is not None:
-            callback(elapsed, float(reward[best]), float(norm[best]), it)
+        if checkpoint is not None and checkpoint.due():
+            save()
+        if callback is not None and callback(elapsed, float(reward[best]), float(norm[best]), it) is False:
+            stop_reason = "callback"
+            break
         if gradient_tolerance is not None and np.all(norm < gradient_tolerance):
+            stop_reason = "gradient tolerance"
             break
-        if elapsed >= time_limit:
-            break
+    if checkpoint is not None:
+        save()
     return _result(model, policy, config, params, score, it, steps, history, time.perf_counter() - start,
-                   compile_seconds)
+                   compile_seconds, stop_reason)
 
 
 def _result(model, policy, config: Config, params, score, iterations: int, steps: int, history: list,
-            solve_seconds: float, compile_seconds: float) -> SolveResult:
+            solve_seconds: float, compile_seconds: float, stop_reason: str = "") -> SolveResult:
     """The result of the restart with the best ``score`` among ``params`` (stacked over restarts)."""
     best = int(np.argmax(np.asarray(score)))
     params = jax.tree.map(lambda x: x[best], params)
     info = {"iterations": iterations, "environment_steps": steps, "config": config._asdict(),
-            "restart_chosen": best, "restart_scores": np.asarray(score).tolist(),
+            "restart_chosen": best, "restart_scores": np.asarray(score).tolist(), "stop_reason": stop_reason,
             **objective_summary(model, policy, params, config.objective),
             **policy_info(policy, params)}
     return SolveResult(policy=policy.as_policy(params), lower_bound=None, upper_bound=None,
