@@ -10,6 +10,14 @@ mistake (a malformed file, an unknown name) is reported in one line, exit status
 A solve that meets NaN or infinity stops with one line naming the iteration and
 what went non-finite, exit status 3; with ``--out`` the last good policy is
 written (when there is one).
+
+``--checkpoint DIR`` writes the solver's state to ``DIR/checkpoint.msgpack``
+every ``--checkpoint-every`` seconds and at the end; ``--resume DIR`` continues
+from it (same problem, solver, seed and settings). Ctrl-C (SIGINT) or SIGTERM
+during a solve stops it at the next step: the policy so far goes to ``--out``
+(or into the checkpoint directory), the checkpoint is written, and the exit
+status is 128 + the signal number (130, 143). A second Ctrl-C aborts at once
+(files are written atomically, so none is ever half-written).
 """
 
 from __future__ import annotations
@@ -24,8 +32,8 @@ from typing import Optional, Sequence
 
 import jax
 
-from jaxpomdp import __version__, problems
-from jaxpomdp.errors import InvalidModelError, NumericalError, PomdpFormatError
+from jaxpomdp import __version__, checkpoint, problems
+from jaxpomdp.errors import CheckpointError, InvalidModelError, NumericalError, PomdpFormatError
 from jaxpomdp.io import atomic_write, load_pomdp
 from jaxpomdp.io.alpha import write_alpha
 from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP
@@ -36,8 +44,15 @@ __all__ = ["main", "build_parser", "resolve_problem"]
 
 DEFAULT_SOLVER = "hsvi"
 
+#: Set by SIGINT/SIGTERM while :func:`main` runs; the solvers poll it between steps.
+STOP = checkpoint.StopRequest()
+
 #: The exit status of a solve stopped by NaN or infinity (a user's mistake is 2).
 EXIT_NUMERICAL = 3
+
+#: Solvers that run step by step: they take --max-iterations, --checkpoint, --resume
+#: and stop at the next step on Ctrl-C (blind and qmdp are one compiled call).
+ITERATIVE = ("hsvi", "pbvi", "perseus", "nvi", "gpomdp", "conjpomdp")
 
 
 class UserError(Exception):
@@ -58,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-gap", type=float, default=1e-3, metavar="G",
                    help="stop when upper - lower bound at b0 is at most G (default 0.001)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    p.add_argument("--max-iterations", type=int, default=None, metavar="N",
+                   help="stop after N solver steps (iterative solvers; counting steps before a --resume)")
     p.add_argument("--out", metavar="FILE", help="write the policy as pomdp-solve .alpha vectors")
     p.add_argument("--json", metavar="FILE", help="write machine-readable results")
     p.add_argument("--plot", metavar="FILE.png",
@@ -79,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPOMDP's trace discount in [0, 1) (default 0.9)")
     g.add_argument("--restarts", type=int, default=1, metavar="R",
                    help="gpomdp: independent random starts trained together, the best kept (default 1)")
+    c = p.add_argument_group("checkpoints (hsvi, pbvi, perseus, nvi, gpomdp, conjpomdp)")
+    c.add_argument("--checkpoint", metavar="DIR",
+                   help="write the solver state to DIR/checkpoint.msgpack now and then and at the end "
+                        "(atomically); Ctrl-C then also keeps it")
+    c.add_argument("--checkpoint-every", type=float, default=60.0, metavar="S",
+                   help="seconds between checkpoints (default 60)")
+    c.add_argument("--resume", metavar="DIR",
+                   help="continue the solve saved in DIR (same problem, solver, seed and settings); "
+                        "checkpoints go on being written there unless --checkpoint names another DIR")
     p.add_argument("--list", action="store_true", help="list the built-in problems and exit")
     p.add_argument("--quiet", action="store_true", help="no progress on standard error")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -204,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"solver {args.solver} has no alpha-vector policy to write (--out)")
     if args.plot:
         _check_plot_path(args.plot)
+    _check_iterative_options(args)
+    resume = checkpoint.load(args.resume) if args.resume else None
     label, model = _resolve_for_solver(args)
     if args.time_limit is not None and not args.time_limit > 0:
         raise UserError(f"--time-limit must be positive, got {args.time_limit}")
@@ -219,20 +247,34 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.target_gap >= 0:
         raise UserError(f"--target-gap must be non-negative, got {args.target_gap}")
+    if args.solver in ITERATIVE:
+        directory = args.checkpoint or args.resume
+        saver = checkpoint.Checkpointer(directory, every=args.checkpoint_every) if directory else None
+        extra = {"max_iterations": args.max_iterations, "checkpoint": saver, "resume": resume, "stop": STOP}
+    else:
+        saver, extra = None, {}
+    if STOP():
+        print(f"jaxpomdp: {_signal_name(STOP.signal)} before solving started; nothing written", file=sys.stderr)
+        return 128 + STOP.signal
     try:
         if args.solver in POLICY_GRADIENT:
             result = SOLVERS[args.solver](model, time_limit=args.time_limit, target_gap=args.target_gap,
                                           seed=args.seed, callback=_gradient_progress(args.quiet),
-                                          config=_gradient_config(args))
+                                          config=_gradient_config(args), **extra)
         else:
             progress = _controller_progress(args.quiet) if args.solver == "nvi" else _progress_line(args.quiet)
             result = SOLVERS[args.solver](model, time_limit=args.time_limit, target_gap=args.target_gap,
-                                          seed=args.seed, callback=progress)
+                                          seed=args.seed, callback=progress, **extra)
     except NumericalError as e:
         if args.debug:
             raise
         print(f"jaxpomdp: error: {e}{_keep_last_good(args, model, e.last_good)}", file=sys.stderr)
         return EXIT_NUMERICAL
+    if resume is not None:  # the solver checked that it fits (solver, model, settings)
+        print(f"resumed      {resume.path}: {resume.loop.get('iteration')} steps, "
+              f"{resume.loop.get('elapsed', 0.0):.1f} s solved before it")
+    if STOP():
+        return _stopped(args, model, result, saver)
     ev = evaluate(jax.random.key(args.seed), model, result.policy,
                   num_episodes=args.episodes, horizon=args.horizon)
     mean, stderr = float(ev.mean), float(ev.stderr)
@@ -291,7 +333,57 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         _save_plot(args, label, result)
         print(f"figure       {args.plot}")
-    return 0
+    if saver is not None:
+        print(f"checkpoint   {saver.path}")
+    return 128 + STOP.signal if STOP() else 0
+
+
+def _check_iterative_options(args: argparse.Namespace) -> None:
+    given = [flag for flag, value in (("--max-iterations", args.max_iterations), ("--checkpoint", args.checkpoint),
+                                      ("--resume", args.resume)) if value is not None]
+    if given and args.solver not in ITERATIVE:
+        raise UserError(f"{given[0]} applies to the step-by-step solvers ({', '.join(ITERATIVE)}); "
+                        f"{args.solver} runs as one computation")
+    if args.max_iterations is not None and args.max_iterations < 0:
+        raise UserError(f"--max-iterations must be non-negative, got {args.max_iterations}")
+    if not args.checkpoint_every > 0:
+        raise UserError(f"--checkpoint-every must be positive, got {args.checkpoint_every}")
+
+
+def _signal_name(signum: int) -> str:
+    import signal
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _stopped(args: argparse.Namespace, model, result, saver) -> int:
+    """After a solve stopped by SIGINT/SIGTERM: writes the policy so far and says where it and the checkpoint are.
+
+    The policy goes to ``--out``, or without it into the checkpoint directory
+    (``policy.alpha``; ``controller.pg`` for nvi); the policy-gradient solvers'
+    parameters are in the checkpoint. No evaluation, JSON or figure: the run is cut short.
+    """
+    name = _signal_name(STOP.signal)
+    steps = result.info.get("iterations")
+    lower, upper = result.lower_bound, result.upper_bound
+    bounds_text = "" if lower is None or upper is None else f"; lower bound {lower:.6g}, upper bound {upper:.6g}"
+    print(f"stopped      by {name} after {steps} steps ({result.solve_seconds:.1f} s){bounds_text}")
+    if args.out:
+        print(f"policy       {_write_policy(args, model, result)}")
+    elif saver is not None and args.solver not in POLICY_GRADIENT:
+        args.out = str(saver.directory / ("controller.pg" if args.solver == "nvi" else "policy.alpha"))
+        print(f"policy       {_write_policy(args, model, result)}")
+    elif args.solver not in POLICY_GRADIENT:
+        print("policy       not written (give --out FILE or --checkpoint DIR to keep it)")
+    else:
+        print("policy       a stochastic policy: its parameters are in the checkpoint" if saver is not None else
+              "policy       not kept (give --checkpoint DIR to keep the stochastic policy's parameters)")
+    if saver is not None:
+        print(f"checkpoint   {saver.path} (continue with --resume {saver.directory})")
+    print(f"jaxpomdp: stopped by {name}", file=sys.stderr)
+    return 128 + STOP.signal
 
 
 def _write_policy(args: argparse.Namespace, model, result) -> str:
@@ -365,8 +457,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("\n".join(problems.names()))
         return 0
     try:
-        return run(args)
-    except (UserError, PomdpFormatError, InvalidModelError, OSError) as e:
+        with STOP:
+            return run(args)
+    except (UserError, PomdpFormatError, InvalidModelError, CheckpointError, OSError) as e:
         if args.debug:
             raise
         print(f"jaxpomdp: error: {e}", file=sys.stderr)

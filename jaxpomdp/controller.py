@@ -45,7 +45,7 @@ from jax import lax
 from jaxpomdp import particles
 
 __all__ = ["Controller", "MLP", "mlp", "init_params", "node_values", "belief_values", "best_node",
-           "ControllerPolicy", "ParticleArgmaxPolicy", "reachable", "to_dot", "to_pg", "write_dot", "write_pg",
+           "ControllerPolicy", "ParticleArgmaxPolicy", "reachable", "to_dot", "to_pg", "write_dot", "write_pg", "read_pg",
            "parameter_bytes", "node_parameter_count", "exact_alphas", "exact_value"]
 
 
@@ -344,6 +344,64 @@ def write_pg(path, controller: Controller, **kwargs) -> None:
     """Writes :func:`to_pg` to ``path`` atomically."""
     from jaxpomdp.io import atomic_write
     atomic_write(path, to_pg(controller, **kwargs))
+
+
+def read_pg(path, *, num_actions: Optional[int] = None, num_observations: Optional[int] = None) -> Controller:
+    """Reads a pomdp-solve ``.pg`` policy graph (as :func:`to_pg` writes it) as a :class:`Controller`.
+
+    One line per node: ``node action succ_0 ... succ_{O-1}``, nodes numbered
+    0, 1, ... in order, node 0 the start. A successor ``-`` or ``-1`` (pomdp-solve's
+    mark for an observation that cannot occur there) becomes a self-loop. The
+    controller has no networks (``params`` None): :class:`ControllerPolicy` runs
+    it and :func:`exact_value` evaluates it.
+
+    Raises:
+      PomdpFormatError: naming line and column of the first malformed token.
+    """
+    import os
+    import re
+    from jaxpomdp.errors import PomdpFormatError
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        text = f.read().decode("utf-8", errors="replace")
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        tokens = [(m.group(), m.start() + 1) for m in re.finditer(r"\S+", line)]
+        if not tokens:
+            continue
+
+        def fail(reason, column, number=number):
+            return PomdpFormatError(reason, path, number, column)
+
+        values = []
+        for i, (tok, col) in enumerate(tokens):
+            if i >= 2 and tok in ("-", "-1"):
+                values.append(-1)
+            elif re.fullmatch(r"\d+", tok):
+                values.append(int(tok))
+            else:
+                what = "a node number" if i == 0 else "an action number" if i == 1 else "a successor node (or -)"
+                raise fail(f"expected {what}, found {tok[:40]!r}", col)
+        if values[0] != len(rows):
+            raise fail(f"expected node {len(rows)} (nodes are numbered in order from 0), found {values[0]}", tokens[0][1])
+        if len(values) < 3:
+            raise fail("expected a node number, an action and one successor per observation", len(line) + 1)
+        if num_actions is not None and values[1] >= num_actions:
+            raise fail(f"action {values[1]} is out of range (the model has {num_actions} actions)", tokens[1][1])
+        width = len(rows[0][1]) if rows else num_observations
+        if width is not None and len(values) - 2 != width:
+            raise fail(f"expected {width} successors (one per observation), found {len(values) - 2}", tokens[0][1])
+        rows.append((values[1], values[2:], [c for _, c in tokens[2:]], number))
+    if not rows:
+        raise PomdpFormatError("empty .pg file: expected one line per node", path, 1, 1)
+    n = len(rows)
+    for node, (_, succ, cols, number) in enumerate(rows):
+        for m, col in zip(succ, cols):
+            if m >= n:
+                raise PomdpFormatError(f"successor {m} is not a node (there are {n})", path, number, col)
+    actions = np.asarray([a for a, *_ in rows], np.int32)
+    edges = np.asarray([[node if m < 0 else m for m in succ] for node, (_, succ, *_) in enumerate(rows)], np.int32)
+    return Controller(jnp.asarray(actions), jnp.asarray(edges), jnp.ones(n, bool), None, jnp.int32(0))
 
 
 def write_dot(path, controller: Controller, **kwargs) -> None:

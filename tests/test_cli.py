@@ -101,6 +101,11 @@ def test_problem_given_as_a_file(tmp_path, capsys):
     (["tiger", "--solver", "conjpomdp", "--restarts", "4"], "--restarts is for --solver gpomdp"),
     (["tiger", "--solver", "gpomdp", "--out", "p.alpha"], "has no alpha-vector policy"),
     (["tiger", "--solver", "nvi", "--out", "p.alpha"], "give a .pg"),
+    (["tiger", "--solver", "qmdp", "--max-iterations", "3"], "--max-iterations applies to the step-by-step"),
+    (["tiger", "--solver", "blind", "--checkpoint", "ck"], "--checkpoint applies to the step-by-step"),
+    (["tiger", "--max-iterations", "-1"], "--max-iterations must be non-negative"),
+    (["tiger", "--checkpoint", "ck", "--checkpoint-every", "0"], "--checkpoint-every must be positive"),
+    (["tiger", "--resume", "no-such-dir"], "no checkpoint there"),
 ])
 def test_user_mistakes_get_one_line_and_status_2(capsys, argv, phrase):
     code, _, err = run_cli(capsys, *argv)
@@ -204,3 +209,17 @@ def test_nvi_writes_dot(tmp_path, capsys):
     assert code == 0, err
     text = dot.read_text()
     assert text.startswith("digraph") and "->" in text
+
+
+def test_checkpoint_then_resume_with_more_iterations_continues(tmp_path, capsys):
+    ck = str(tmp_path / "ck")
+    code, out, _ = run_cli(capsys, "tiger", "--max-iterations", "2", "--target-gap", "0", "--checkpoint", ck,
+                           "--episodes", "10", "--quiet")
+    assert code == 0 and f"checkpoint   {ck}" in out
+    code, out, _ = run_cli(capsys, "tiger", "--max-iterations", "5", "--target-gap", "0", "--resume", ck,
+                           "--episodes", "10", "--quiet", "--json", str(tmp_path / "r.json"))
+    assert code == 0 and "resumed" in out and "2 steps" in out
+    from jaxpomdp import checkpoint
+    assert checkpoint.load(ck).loop["iteration"] == 5  # the resumed run went on writing there
+    code, _, err = run_cli(capsys, "tiger", "--solver", "pbvi", "--resume", ck, "--quiet")
+    assert code == 2 and "a checkpoint of solver 'hsvi', not 'pbvi'" in err and len(err.strip().splitlines()) == 1

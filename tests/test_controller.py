@@ -8,7 +8,9 @@ import pytest
 
 from jaxpomdp import problems, simulate
 from jaxpomdp.controller import (Controller, ControllerPolicy, ParticleArgmaxPolicy, mlp, init_params,
-                                 node_values, parameter_bytes, reachable, to_dot, to_pg, exact_alphas, exact_value)
+                                 node_values, parameter_bytes, reachable, to_dot, to_pg, exact_alphas, exact_value,
+                                 read_pg, write_pg)
+from jaxpomdp.errors import PomdpFormatError
 from jaxpomdp.model import dense_transitions
 
 # Tiger: listen until two more "left" than "right" (or vice versa), then open the other door.
@@ -91,6 +93,30 @@ def test_pg_and_dot_export():
     assert 'n0 [label="n0: listen", shape=doublecircle];' in dot
     assert 'n3 -> n0 [label="L, R"];' in dot
     assert 'n1 -> n3 [label="L"];' in dot
+
+
+def test_pg_reads_back_as_the_same_policy(tmp_path):
+    c = _tiger_controller()
+    write_pg(tmp_path / "c.pg", c)
+    back = read_pg(tmp_path / "c.pg", num_actions=3, num_observations=2)
+    assert to_pg(back) == to_pg(c)
+    m = problems.tiger()
+    assert exact_value(back, m) == pytest.approx(exact_value(c, m), rel=1e-6)
+
+
+def test_pg_reader_accepts_pomdp_solve_dashes_and_names_bad_tokens(tmp_path):
+    (tmp_path / "d.pg").write_text("0 0  1 -\n1 1  0 0\n")
+    c = read_pg(tmp_path / "d.pg")
+    np.testing.assert_array_equal(np.asarray(c.edges), [[1, 0], [0, 0]])  # '-': stay
+    for text, where, phrase in [("0 0  1 x\n", ":1:8:", "expected a successor node"),
+                                ("0 0  0 0\n2 0  0 0\n", ":2:1:", "expected node 1"),
+                                ("0 0  0 0\n1 0  0\n", ":2:1:", "expected 2 successors"),
+                                ("0 5  0 0\n", ":1:3:", "action 5 is out of range"),
+                                ("0 0  0 3\n", ":1:8:", "successor 3 is not a node"),
+                                ("\n", ":1:1:", "empty .pg file")]:
+        (tmp_path / "bad.pg").write_text(text)
+        with pytest.raises(PomdpFormatError, match=where + " " + phrase):
+            read_pg(tmp_path / "bad.pg", num_actions=3)
 
 
 def test_export_renumbers_from_the_start_and_drops_unreachable_nodes():
