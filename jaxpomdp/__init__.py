@@ -3,8 +3,8 @@
 The public names below are stable; see README.md for a tour.
 """
 
-from jaxpomdp import belief, bounds, policy, problems, simulate
-from jaxpomdp.errors import InvalidModelError, NumericalError, PomdpFormatError
+from jaxpomdp import belief, bounds, checkpoint, policy, problems, simulate
+from jaxpomdp.errors import CheckpointError, InvalidModelError, NumericalError, PomdpFormatError
 from jaxpomdp.io import load_pomdp, save_pomdp
 from jaxpomdp.model import (
     GenerativePOMDP,
@@ -17,6 +17,7 @@ from jaxpomdp.model import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "GenerativePOMDP",
     "InvalidModelError",
     "NumericalError",
@@ -24,6 +25,7 @@ __all__ = [
     "TabularPOMDP",
     "belief",
     "bounds",
+    "checkpoint",
     "dense_transitions",
     "from_dense",
     "load_pomdp",
