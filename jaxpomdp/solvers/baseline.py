@@ -67,6 +67,14 @@ _COMPILED: dict = {}
 _COMPILED_MAX = 64
 
 
+def _mesh_key() -> tuple:
+    """The mesh a solver runs under (``jaxpomdp.distributed.using``): compiled code is specific to it."""
+    mesh = jax.sharding.get_mesh()
+    if mesh is None or getattr(mesh, "empty", True):
+        return ()
+    return (tuple(mesh.axis_names), tuple(d.id for d in mesh.devices.flat))
+
+
 def compile_cached(jitted, *args, **static):
     """Compiles ``jitted(*args, **static)`` ahead of time, once per argument shapes.
 
@@ -78,7 +86,7 @@ def compile_cached(jitted, *args, **static):
     """
     leaves, treedef = jax.tree.flatten(args)
     signature = tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in leaves)
-    key = (jitted, treedef, signature, tuple(sorted(static.items())), jax.config.jax_enable_x64)
+    key = (jitted, treedef, signature, tuple(sorted(static.items())), jax.config.jax_enable_x64, _mesh_key())
     if key in _COMPILED:
         return _COMPILED[key], 0.0
     t0 = time.perf_counter()

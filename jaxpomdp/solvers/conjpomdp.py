@@ -43,7 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh
 
+from jaxpomdp import distributed
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, start_seconds, stopped
 from jaxpomdp.solvers import gpomdp as gpomdp_lib
 from jaxpomdp.solvers.baseline import SolveResult, all_finite, check_finite, check_model_finite, compile_cached
@@ -258,7 +260,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
           callback: Optional[Callable[..., Any]] = None, config: Optional[Config] = None,
           policy: Any = None, params: Any = None, max_iterations: Optional[int] = None,
           checkpoint: Optional[Checkpointer] = None, resume: Optional[Checkpoint] = None,
-          stop: Optional[Callable[[], bool]] = None) -> SolveResult:
+          stop: Optional[Callable[[], bool]] = None, mesh: Optional[Mesh] = None) -> SolveResult:
     """CONJPOMDP with GPOMDP as ``GRAD``: the command line's ``--solver conjpomdp``.
 
     Stops when ``||g||^2 < config.eps``, after ``max_iterations`` iterations, or at
@@ -288,6 +290,10 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     * ``stop``: polled between iterations; once it returns True the solve stops
       there (``info["stop_reason"]`` ``"stopped"``), writing the checkpoint.
 
+    ``mesh``: a :func:`jaxpomdp.distributed.make_mesh` mesh: GPOMDP's chains are
+    split over its devices (the parameters and the conjugate-gradient state
+    replicated); the result is the single-device one up to the order of sums.
+
     Raises:
       InvalidModelError: a tabular model holds a NaN or an infinity.
       CheckpointError: ``resume`` is of another solver, model or settings.
@@ -296,7 +302,13 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
         result of the parameters before that iteration.
     """
     del target_gap
-    config = config or Config()
+    with distributed.using(mesh):
+        return _solve(model, time_limit, seed, callback, config or Config(), policy, params, max_iterations,
+                      checkpoint, resume, stop)
+
+
+def _solve(model, time_limit, seed, callback, config, policy, params, max_iterations, checkpoint, resume,
+           stop) -> SolveResult:
     check_model_finite(model)
     if policy is None:
         policy = gpomdp_lib.default_policy(model, memory=config.memory)

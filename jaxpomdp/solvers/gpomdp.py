@@ -41,8 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.sharding import Mesh
 
-from jaxpomdp import stochastic
+from jaxpomdp import distributed, stochastic
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, model_fingerprint, start_seconds, stopped
 from jaxpomdp.solvers.baseline import SolveResult, all_finite, check_finite, check_model_finite, compile_cached
 
@@ -136,7 +137,7 @@ def _gpomdp(key, model, policy, params, beta, restart_prob, num_steps, num_chain
     beta = jnp.asarray(beta, dtype)
     restart_prob = jnp.asarray(restart_prob, dtype)
     baseline = jnp.asarray(baseline, dtype)
-    keys = jax.random.split(key, num_chains)
+    keys = distributed.constrain(jax.random.split(key, num_chains))  # chains split over a mesh's devices
     deltas, rewards = jax.vmap(
         lambda k: _one_chain(k, model, policy, params, beta, restart_prob, baseline, num_steps))(keys)
     stats = jax.tree.map(_mean_and_stderr, deltas)
@@ -204,7 +205,7 @@ def _olpomdp(key, model, policy, params, beta, restart_prob, step_size, num_step
     key_init, key_steps = jax.random.split(key)
     dtype = _dtype(params)
     beta, restart_prob, step_size = (jnp.asarray(x, dtype) for x in (beta, restart_prob, step_size))
-    chains = jax.vmap(lambda k: _start(k, model, params))(jax.random.split(key_init, num_chains))
+    chains = jax.vmap(lambda k: _start(k, model, params))(distributed.constrain(jax.random.split(key_init, num_chains)))
 
     def step(carry, key):
         chains, params = carry
@@ -380,7 +381,8 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
           callback: Optional[Callable[..., Any]] = None, config: Optional[Config] = None,
           policy: Any = None, params: Any = None, max_iterations: Optional[int] = None,
           gradient_tolerance: Optional[float] = None, checkpoint: Optional[Checkpointer] = None,
-          resume: Optional[Checkpoint] = None, stop: Optional[Callable[[], bool]] = None) -> SolveResult:
+          resume: Optional[Checkpoint] = None, stop: Optional[Callable[[], bool]] = None,
+          mesh: Optional[Mesh] = None) -> SolveResult:
     """Stochastic gradient ascent on the GPOMDP estimate with an optax optimizer.
 
     Each iteration estimates the gradient with :func:`gpomdp` (``config.num_chains``
@@ -420,6 +422,10 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     * ``stop``: polled between iterations; once it returns True the solve stops
       there (``info["stop_reason"]`` ``"stopped"``), writing the checkpoint.
 
+    ``mesh``: a :func:`jaxpomdp.distributed.make_mesh` mesh: the chains of each
+    estimate are split over its devices (the parameters replicated); the result is
+    the single-device one up to the order of floating-point sums.
+
     Raises:
       InvalidModelError: a tabular model holds a NaN or an infinity.
       CheckpointError: ``resume`` is of another solver, model or settings.
@@ -428,7 +434,13 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
         that iteration.
     """
     del target_gap
-    config = config or Config()
+    with distributed.using(mesh):
+        return _solve(model, time_limit, seed, callback, config or Config(), policy, params, max_iterations,
+                      gradient_tolerance, checkpoint, resume, stop)
+
+
+def _solve(model, time_limit, seed, callback, config, policy, params, max_iterations, gradient_tolerance,
+           checkpoint, resume, stop) -> SolveResult:
     check_model_finite(model)
     if policy is None:
         policy = default_policy(model, memory=config.memory)

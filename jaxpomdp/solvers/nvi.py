@@ -81,9 +81,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.sharding import Mesh
 
+from jaxpomdp import bounds, distributed, particles
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, stopped
-from jaxpomdp import bounds, particles
 from jaxpomdp.controller import Controller, ControllerPolicy, init_params, mlp, node_values, reachable
 from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite
@@ -440,6 +441,7 @@ def _successors(keys, model, st: NVIState, b_states, a, apply_fn):
     observation, the successor node best on the particles that produced it."""
     O = model.num_observations
     P = jax.tree.leaves(b_states)[0].shape[0]
+    keys, b_states = distributed.constrain((keys, b_states))  # particles split over a mesh's devices
     s2, o, r, d = jax.vmap(lambda k, s: _step(model, k, s, a))(keys, b_states)
     F = _all_values(apply_fn, st, _features(model, s2))          # [N, P]
     F = jnp.where(d[None, :], 0.0, F)
@@ -496,7 +498,7 @@ def _paired_gain(key, model, st_new: NVIState, n_new, st_old: NVIState, n_old, b
     R = config.fit_repeats
     P = jax.tree.leaves(b_states)[0].shape[0]
     states = jax.tree.map(lambda x: jnp.repeat(x, R, axis=0), b_states)
-    keys = jax.random.split(key, R * P)
+    keys, states = distributed.constrain((jax.random.split(key, R * P), states))
     y = jax.vmap(lambda k, s: _controller_return(k, model, st_new, s, n_new, config.td_steps, apply_fn))(keys, states)
     y_old = jax.vmap(lambda k, s: _controller_return(k, model, st_old, s, n_old, config.td_steps, apply_fn))(
         keys, states)
@@ -610,8 +612,10 @@ def train_step(key: jax.Array, model: Any, st: NVIState, config: Config, apply_f
     states = jax.tree.map(lambda x: x[bidx, pidx], st.pool)                     # [N, Bn]
     nodes = jnp.broadcast_to(jnp.arange(N, dtype=jnp.int32)[:, None], (N, Bn))
     flat = jax.tree.map(lambda x: x.reshape((N * Bn,) + x.shape[2:]), states)
+    # the sampled states (and their random numbers) split over a mesh's devices
+    keys, flat, flat_nodes = distributed.constrain((jax.random.split(k_r, N * Bn), flat, nodes.reshape(-1)))
     y = jax.vmap(lambda k, s, n: _controller_return(k, model, st, s, n, config.td_steps, apply_fn))(
-        jax.random.split(k_r, N * Bn), flat, nodes.reshape(-1))
+        keys, flat, flat_nodes)
     y = lax.stop_gradient(y.reshape(N, Bn))
     x = _features(model, flat).reshape(N, Bn, -1)
     weight = st.active.astype(DTYPE) / jnp.maximum(jnp.sum(st.active), 1).astype(DTYPE)
@@ -734,7 +738,8 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
           callback: Optional[Callable] = None, config: Optional[Config] = None,
           network: Optional[Network] = None, max_iterations: Optional[int] = None,
           warmup_steps: Optional[int] = None, checkpoint: Optional[Checkpointer] = None,
-          resume: Optional[Checkpoint] = None, stop: Optional[Callable[[], bool]] = None) -> SolveResult:
+          resume: Optional[Checkpoint] = None, stop: Optional[Callable[[], bool]] = None,
+          mesh: Optional[Mesh] = None) -> SolveResult:
     """Plans a finite network controller by Neural Value Iteration (module docstring).
 
     Args:
@@ -765,6 +770,10 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
         gives exactly the result of one never stopped.
       stop: polled between iterations; once it returns True the solve stops there
         (``info["stop_reason"]`` ``"stopped"``), writing the checkpoint.
+      mesh: a :func:`jaxpomdp.distributed.make_mesh` mesh: the particles of the
+        backups and the sampled states of the train step are split over its
+        devices, the node networks replicated. Same result as without, up to the
+        order of floating-point sums.
 
     Returns:
       A :class:`~jaxpomdp.solvers.SolveResult`: ``policy`` a
@@ -778,6 +787,11 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     """
     if time_limit is None and max_iterations is None:
         raise ValueError("give time_limit or max_iterations")
+    if mesh is not None:
+        with distributed.using(mesh):
+            return solve(model, time_limit=time_limit, target_gap=target_gap, seed=seed, callback=callback,
+                         config=config, network=network, max_iterations=max_iterations, warmup_steps=warmup_steps,
+                         checkpoint=checkpoint, resume=resume, stop=stop)
     gamma = float(np.asarray(model.discount))
     if not 0 <= gamma < 1:
         raise ValueError(f"discount = {gamma!r}: NVI needs 0 <= discount < 1")

@@ -38,9 +38,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh
 
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, start_seconds, stopped
-from jaxpomdp import backup, bounds, prune
+from jaxpomdp import backup, bounds, distributed, prune
 from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.policy import AlphaVectorPolicy
 from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite, value_scale
@@ -176,6 +177,7 @@ def backup_beliefs(model: TabularPOMDP, state: PointBasedState, beliefs: jax.Arr
     before that happens.
     """
     valid = _first_occurrence(beliefs, valid)
+    beliefs = distributed.constrain(beliefs)  # the batch split over a mesh's devices (if any)
     out = jax.vmap(lambda b: backup.point_backup_used(model, state.alphas, state.num_alphas, b))(beliefs)
     old_lower = jax.vmap(lambda b: lower_bound(state, b))(beliefs)
     keep = valid & (out.value > old_lower + _tolerance(old_lower))
@@ -268,7 +270,7 @@ def update(key: jax.Array, model: TabularPOMDP, state: PointBasedState, config: 
     gap = state.values[0] - lower_bound(state, b0)
     epsilon = config.epsilon_fraction * jnp.maximum(gap, 0)
     key, sweep_key = jax.random.split(key)
-    keys = jax.random.split(key, config.width)
+    keys = distributed.constrain(jax.random.split(key, config.width))  # trials split over a mesh's devices
     paths, lengths = jax.vmap(lambda k: _trial(model, state, config, epsilon, k))(keys)  # [W, D, S], [W]
     depth = jnp.max(lengths)
 
@@ -571,7 +573,8 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
           target_gap: float = 1e-3, seed: int = 0, callback: Optional[Callable] = None,
           config: Optional[Config] = None, max_iterations: Optional[int] = None,
           perseus_beliefs: int = 1000, checkpoint: Optional[Checkpointer] = None,
-          resume: Optional[Checkpoint] = None, stop: Optional[Callable[[], bool]] = None) -> SolveResult:
+          resume: Optional[Checkpoint] = None, stop: Optional[Callable[[], bool]] = None,
+          mesh: Optional[Mesh] = None) -> SolveResult:
     """Solves a tabular POMDP by point-based value iteration with certified bounds.
 
     Args:
@@ -597,6 +600,10 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
         ``target_gap`` gives exactly the result of one never stopped.
       stop: polled between steps; once it returns True the solve stops there (its
         ``info["stop_reason"]`` is ``"stopped"``), writing the checkpoint.
+      mesh: a :func:`jaxpomdp.distributed.make_mesh` mesh: the beliefs backed up
+        together (HSVI's trials, PBVI's and Perseus's batches) are split over its
+        devices, the vector and point sets replicated. Same result as without, up
+        to the order of floating-point sums.
 
     Returns:
       A :class:`~jaxpomdp.solvers.SolveResult` whose policy is an
@@ -614,6 +621,11 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if mesh is not None:
+        with distributed.using(mesh):
+            return solve(model, method=method, time_limit=time_limit, target_gap=target_gap, seed=seed,
+                         callback=callback, config=config, max_iterations=max_iterations,
+                         perseus_beliefs=perseus_beliefs, checkpoint=checkpoint, resume=resume, stop=stop)
     bounds.check_discount(model)
     check_model_finite(model)
     if config is None:
@@ -658,10 +670,16 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     compiled: dict = {}
     executor = ThreadPoolExecutor(max_workers=1)
 
+    mesh_now = jax.sharding.get_mesh()  # the compiling thread works under the same mesh
+    mesh_now = None if mesh_now is None or mesh_now.empty else mesh_now
+
+    def compile_step(spec):
+        with distributed.using(mesh_now):
+            return update.lower(key, model, spec, config).compile()
+
     def step_for(capacities, st):
         if capacities not in compiled:
-            spec = _with_capacities(st, *capacities)
-            compiled[capacities] = executor.submit(lambda: update.lower(key, model, spec, config).compile())
+            compiled[capacities] = executor.submit(compile_step, _with_capacities(st, *capacities))
         return compiled[capacities]
 
     def hsvi_compiled(k, st):
