@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-gap", type=float, default=1e-3, metavar="G",
                    help="stop when upper - lower bound at b0 is at most G (default 0.001)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    p.add_argument("--devices", default=None, metavar="N|all",
+                   help="split the solver's batch over the first N devices (or all) with a JAX mesh "
+                        "(iterative solvers; default: one device)")
     p.add_argument("--max-iterations", type=int, default=None, metavar="N",
                    help="stop after N solver steps (iterative solvers; counting steps before a --resume)")
     p.add_argument("--out", metavar="FILE", help="write the policy as pomdp-solve .alpha vectors")
@@ -250,7 +253,8 @@ def run(args: argparse.Namespace) -> int:
     if args.solver in ITERATIVE:
         directory = args.checkpoint or args.resume
         saver = checkpoint.Checkpointer(directory, every=args.checkpoint_every) if directory else None
-        extra = {"max_iterations": args.max_iterations, "checkpoint": saver, "resume": resume, "stop": STOP}
+        extra = {"max_iterations": args.max_iterations, "checkpoint": saver, "resume": resume, "stop": STOP,
+                 "mesh": _mesh(args.devices)}
     else:
         saver, extra = None, {}
     if STOP():
@@ -340,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_iterative_options(args: argparse.Namespace) -> None:
     given = [flag for flag, value in (("--max-iterations", args.max_iterations), ("--checkpoint", args.checkpoint),
-                                      ("--resume", args.resume)) if value is not None]
+                                      ("--resume", args.resume), ("--devices", args.devices)) if value is not None]
     if given and args.solver not in ITERATIVE:
         raise UserError(f"{given[0]} applies to the step-by-step solvers ({', '.join(ITERATIVE)}); "
                         f"{args.solver} runs as one computation")
@@ -348,6 +352,23 @@ def _check_iterative_options(args: argparse.Namespace) -> None:
         raise UserError(f"--max-iterations must be non-negative, got {args.max_iterations}")
     if not args.checkpoint_every > 0:
         raise UserError(f"--checkpoint-every must be positive, got {args.checkpoint_every}")
+
+
+def _mesh(devices: Optional[str]):
+    """The mesh of ``--devices N|all`` (None without it)."""
+    if devices is None:
+        return None
+    from jaxpomdp import distributed
+    available = jax.devices()
+    if devices.strip().lower() == "all":
+        return distributed.make_mesh(available)
+    try:
+        n = int(devices)
+    except ValueError:
+        raise UserError(f"--devices must be a number or 'all', got {devices!r}") from None
+    if not 1 <= n <= len(available):
+        raise UserError(f"--devices {n}: this machine has {len(available)} {jax.default_backend()} device(s)")
+    return distributed.make_mesh(available[:n])
 
 
 def _signal_name(signum: int) -> str:

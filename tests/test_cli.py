@@ -106,6 +106,9 @@ def test_problem_given_as_a_file(tmp_path, capsys):
     (["tiger", "--max-iterations", "-1"], "--max-iterations must be non-negative"),
     (["tiger", "--checkpoint", "ck", "--checkpoint-every", "0"], "--checkpoint-every must be positive"),
     (["tiger", "--resume", "no-such-dir"], "no checkpoint there"),
+    (["tiger", "--devices", "99"], "--devices 99: this machine has"),
+    (["tiger", "--devices", "two"], "--devices must be a number or 'all'"),
+    (["tiger", "--solver", "qmdp", "--devices", "all"], "--devices applies to the step-by-step"),
 ])
 def test_user_mistakes_get_one_line_and_status_2(capsys, argv, phrase):
     code, _, err = run_cli(capsys, *argv)
