@@ -45,8 +45,8 @@ from jax import lax
 from jaxpomdp import particles
 
 __all__ = ["Controller", "MLP", "mlp", "init_params", "node_values", "belief_values", "best_node",
-           "ControllerPolicy", "ParticleArgmaxPolicy", "reachable", "to_dot", "to_pg", "write_dot", "write_pg", "read_pg",
-           "parameter_bytes", "node_parameter_count", "exact_alphas", "exact_value"]
+           "ControllerPolicy", "ParticleArgmaxPolicy", "reachable", "to_dot", "to_pg", "write_dot", "write_pg",
+           "read_pg", "parameter_bytes", "node_parameter_count", "exact_alphas", "exact_value", "plan_value"]
 
 
 class MLP(nn.Module):
@@ -226,36 +226,108 @@ def exact_alphas(controller: Controller, model: Any, tol: float = 1e-6, max_iter
     ``tol`` of the fixed point). Inactive nodes are evaluated too (their edges are
     whatever the bank holds); the networks are not used: this is what following the
     graph earns, the yardstick of :class:`ControllerPolicy`.
+
+    Differentiable with respect to the model's numbers (``reward``, ``next_prob``,
+    ``obs_prob``, ``discount``) in forward and reverse mode (``jax.jvp``,
+    ``jax.grad``; also under ``jax.vmap``): the derivative is that of the exact
+    solution of the equations above, by implicit differentiation
+    (:func:`jaxpomdp.bounds.implicit_fixed_point`: ``dV = (I - gamma P)^{-1}
+    (dR + d(gamma P) V)``, the linear system solved by the same iteration).
     """
-    a, e = controller.actions, controller.edges
+    from jaxpomdp.bounds import implicit_fixed_point  # (bounds imports nothing from here)
+
+    def sweep_of(params):
+        """The sweep ``V -> R_a + gamma T_a Z_a V[e]`` of the controller ``params = (model, (actions, edges))``."""
+        m, (a, e) = params
+        gamma = jnp.asarray(m.discount, m.reward.dtype)
+        reward = m.reward[a]                                        # [N, S]
+        succ, prob = m.next_state[a], m.next_prob[a]                # [N, S, K]
+        z = m.obs_prob[a]                                           # [N, S', O]
+        rows = jnp.arange(a.shape[0])[:, None, None]
+
+        def sweep(V):
+            W = jnp.einsum("nso,nos->ns", z, V[e])                    # [N, S'] value on arrival
+            return reward + gamma * jnp.sum(prob * W[rows, succ], axis=-1)
+
+        return sweep
+
+    def bellman(params, V):
+        return sweep_of(params)(V)
+
+    def solve(params, V0, tol, max_iterations):
+        m = params[0]
+        gamma = jnp.asarray(m.discount, m.reward.dtype)
+        stop = tol * (1 - gamma) / jnp.maximum(gamma, 1e-12)
+        sweep = sweep_of(params)
+
+        def cond(carry):
+            i, _, delta = carry
+            return (i < max_iterations) & (delta > stop)
+
+        def body(carry):
+            i, V, _ = carry
+            V2 = sweep(V)
+            return i + 1, V2, jnp.max(jnp.abs(V2 - V))
+
+        return lax.while_loop(cond, body, (0, V0, jnp.asarray(jnp.inf, V0.dtype)))[1]
+
+    params = (model, (controller.actions, controller.edges))
+    V0 = jnp.zeros((controller.actions.shape[0], model.reward.shape[-1]), model.reward.dtype)
     gamma = jnp.asarray(model.discount, model.reward.dtype)
-    reward = model.reward[a]                                        # [N, S]
-    succ, prob = model.next_state[a], model.next_prob[a]            # [N, S, K]
-    z = model.obs_prob[a]                                           # [N, S', O]
-    rows = jnp.arange(a.shape[0])[:, None, None]
-    stop = tol * (1 - gamma) / jnp.maximum(gamma, 1e-12)
-
-    def sweep(V):
-        W = jnp.einsum("nso,nos->ns", z, V[e])                        # [N, S'] value on arrival
-        return reward + gamma * jnp.sum(prob * W[rows, succ], axis=-1)
-
-    def cond(carry):
-        i, _, delta = carry
-        return (i < max_iterations) & (delta > stop)
-
-    def body(carry):
-        i, V, _ = carry
-        V2 = sweep(V)
-        return i + 1, V2, jnp.max(jnp.abs(V2 - V))
-
-    V0 = jnp.zeros_like(reward)
-    return lax.while_loop(cond, body, (0, V0, jnp.asarray(jnp.inf, reward.dtype)))[1]
+    return implicit_fixed_point(bellman, solve, params, V0, gamma, max_iterations, tol, max_iterations)
 
 
-def exact_value(controller: Controller, model: Any, tol: float = 1e-6) -> float:
-    """The exact value at ``b0`` of following the controller from its start node (tabular models)."""
-    alphas = exact_alphas(controller, model, tol)
-    return float(alphas[controller.start] @ model.initial_belief)
+def exact_value(controller: Controller, model: Any, tol: float = 1e-6, max_iterations: int = 100_000) -> float:
+    """The exact value at ``b0`` of following the controller from its start node (tabular models).
+
+    A Python float; under a JAX transformation (``jax.grad``, ``jax.jit``,
+    ``jax.vmap``) a traced scalar, so that it is differentiable with respect to the
+    model's numbers (:func:`exact_alphas`; ``initial_belief`` too).
+    """
+    alphas = exact_alphas(controller, model, tol, max_iterations)
+    value = alphas[controller.start] @ model.initial_belief
+    return value if isinstance(value, jax.core.Tracer) else float(value)
+
+
+def plan_value(actions: jax.Array, successors: jax.Array, model: Any, b: Optional[jax.Array] = None, *,
+               tol: float = 1e-6, max_iterations: int = 100_000) -> jax.Array:
+    """The exact value at a belief of a fixed alpha-vector policy given as its plans (tabular models).
+
+    An alpha-vector policy from the point-based solver is a policy graph: vector
+    ``k`` acts ``actions[k]`` and, after observation ``o``, continues with vector
+    ``successors[k, o]`` (:class:`jaxpomdp.solvers.point_based.PointBasedState`'s
+    ``actions`` and ``successors`` over the ``num_alphas`` vectors in use; the set
+    is closed). Its plans re-evaluated exactly on ``model`` are
+    ``exact_alphas(Controller(actions, successors, ...), model)`` (the
+    :class:`Controller` with those actions as nodes and successors as edges), and
+    the policy's value at ``b`` is ``max_k alpha_k . b``: what starting with the
+    best plan at ``b`` and following the graph earns.
+
+    Args:
+      actions: int[K] the action of each vector.
+      successors: int[K, O] the vector each continues with after each observation.
+      model: the tabular model.
+      b: float[S] the belief (default: the initial belief).
+      tol, max_iterations: as in :func:`exact_alphas`.
+
+    Returns:
+      float[] ``max_k alpha_k(model) . b``, differentiable with respect to the
+      model's numbers and ``b`` (:func:`exact_alphas`; at a belief where two plans
+      of different values tie, the max is not differentiable).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxpomdp import problems
+      >>> always_listen = plan_value(jnp.array([0]), jnp.array([[0, 0]]), problems.tiger())
+      >>> round(float(always_listen), 3)  # -1 / (1 - 0.95)
+      -20.0
+    """
+    actions = jnp.asarray(actions, jnp.int32)
+    successors = jnp.asarray(successors, jnp.int32)
+    graph = Controller(actions, successors, jnp.ones(actions.shape, bool), None, jnp.int32(0))
+    alphas = exact_alphas(graph, model, tol, max_iterations)
+    b = model.initial_belief if b is None else b
+    return jnp.max(alphas @ b)
 
 
 # ------------------------------------------------------------------ export
