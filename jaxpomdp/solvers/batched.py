@@ -9,6 +9,18 @@ leaves carry a leading batch axis, :func:`stack_models`), or differentiate its
 bounds with respect to a model parameter (forward mode, ``jax.jvp`` /
 ``jax.jacfwd``: the bound iterations are ``lax.while_loop`` s).
 
+For a batch of models (same shapes, other numbers: discount, rewards, transition
+or observation probabilities) the module also gives the one-compiled-call
+versions: :func:`solve_fixed_batch`, and :func:`blind_batch`, :func:`qmdp_batch`,
+:func:`fib_batch` and :func:`bounds_batch` for the initial bounds of
+:mod:`jaxpomdp.bounds`. Each is ``jax.jit(jax.vmap(f))`` of the single-model
+function ``f``, so model ``i`` of the result is what ``f`` gives for
+:func:`model_at` ``(models, i)`` (up to float rounding: the compiled, vectorised
+arithmetic may round differently). What the batch saves is the per-call overhead
+of a Python loop and, on an accelerator, the kernel launches of ``M`` small
+problems; on a CPU, where a compiled single-model solve is already compute-bound,
+it is about as fast as the loop (``benchmarks/model_batch.py`` measures both).
+
 One iteration, for every point ``b_i`` of ``B`` at once:
 
 * **lower bound** (alpha-vectors, :func:`jaxpomdp.backup.point_backup`): the new
@@ -40,6 +52,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import NamedTuple, Sequence
 
@@ -52,7 +65,9 @@ from jax import lax
 from jaxpomdp import backup, bounds
 from jaxpomdp.model import TabularPOMDP
 
-__all__ = ["FixedSolution", "solve_fixed", "stack_models", "model_at", "reachable_beliefs", "simplex_grid"]
+__all__ = ["FixedSolution", "solve_fixed", "solve_fixed_batch", "BatchBounds", "blind_batch", "qmdp_batch",
+           "fib_batch", "bounds_batch", "stack_models", "model_at", "batch_size", "reachable_beliefs",
+           "simplex_grid"]
 
 
 class FixedSolution(NamedTuple):
@@ -220,6 +235,249 @@ def stack_models(models: Sequence[TabularPOMDP]) -> TabularPOMDP:
 def model_at(models: TabularPOMDP, index: int) -> TabularPOMDP:
     """The ``index``-th model of a stacked batch (:func:`stack_models`)."""
     return jax.tree.map(lambda x: x[index], models)
+
+
+def batch_size(models: TabularPOMDP) -> int:
+    """The number of models ``M`` in a stacked batch (:func:`stack_models`).
+
+    Raises:
+      ValueError: ``models`` has no leading batch axis (its ``next_state`` is not
+        int[M, A, S, K]), or its arrays disagree on ``M``.
+    """
+    shape = np.shape(models.next_state)
+    if len(shape) != 4:
+        raise ValueError(f"a batch of models needs a leading batch axis (stack_models); next_state has shape "
+                         f"{shape}, not [M, A, S, K]")
+    size = shape[0]
+    for path, x in jax.tree_util.tree_flatten_with_path(models)[0]:
+        if np.ndim(x) == 0 or np.shape(x)[0] != size:
+            name = jax.tree_util.keystr(path).lstrip(".")
+            raise ValueError(f"{name} has shape {np.shape(x)}; every array of a batch of {size} models needs "
+                             f"a leading axis of {size}")
+    return size
+
+
+def _batch_beliefs(models: TabularPOMDP, beliefs, rank: int, what: str) -> jax.Array:
+    """``beliefs`` as an array of the models' dtype, either shared (rank ``rank``) or per model (one more)."""
+    size = batch_size(models)
+    beliefs = jnp.asarray(beliefs, models.reward.dtype)
+    shared = beliefs.ndim == rank
+    if not (shared or beliefs.ndim == rank + 1) or beliefs.shape[-1] != models.num_states \
+            or (not shared and beliefs.shape[0] != size):
+        raise ValueError(f"{what} must be float[{'N, ' if rank == 2 else ''}S] (shared by every model) or "
+                         f"float[M, {'N, ' if rank == 2 else ''}S] (one per model) with M = {size} and "
+                         f"S = {models.num_states}; got shape {beliefs.shape}")
+    return beliefs
+
+
+def solve_fixed_batch(models: TabularPOMDP, beliefs: jax.Array, num_iterations: int, *, upper: bool = True,
+                      chunk: int = 64) -> FixedSolution:
+    """:func:`solve_fixed` for every model of a batch, in one compiled call.
+
+    ``jax.jit(jax.vmap(solve_fixed))`` over the models (and over the belief sets
+    when each model has its own): field ``[i]`` of the result is what
+    ``solve_fixed(model_at(models, i), beliefs[i], num_iterations)`` returns, up to
+    float rounding (the vectorised arithmetic may round differently). The
+    iterations are a ``lax.scan`` of fixed length, so no model waits for another.
+
+    Args:
+      models: ``M`` models of the same shapes stacked by :func:`stack_models`
+        (discount, rewards, transition and observation probabilities may differ).
+      beliefs: float[N, S], one belief set for every model (e.g. :func:`simplex_grid`),
+        or float[M, N, S], one per model (e.g. ``np.stack([reachable_beliefs(m, N)
+        for m in models_list])``); ``b0`` of each model is added in front.
+      num_iterations, upper, chunk: as in :func:`solve_fixed` (static: another
+        value compiles again).
+
+    Returns:
+      A :class:`FixedSolution` with a leading axis ``M`` on every field;
+      ``lower[i] <= V_i*(b0_i) <= upper[i]``.
+
+    Raises:
+      ValueError: ``models`` is not a batch (:func:`batch_size`), a (concrete)
+        discount is outside ``[0, 1)``, ``num_iterations < 0`` or ``beliefs`` has
+        another shape.
+
+    Example:
+      >>> from jaxpomdp import problems
+      >>> models = stack_models([problems.tiger(g) for g in (0.9, 0.95)])
+      >>> sol = solve_fixed_batch(models, simplex_grid(2, 8), 50)
+      >>> sol.lower.shape, bool(jnp.all(sol.lower <= sol.upper))
+      ((2,), True)
+    """
+    beliefs = _batch_beliefs(models, beliefs, 2, "beliefs")
+    bounds.check_discount(models)
+    num_iterations = int(num_iterations)
+    if num_iterations < 0:
+        raise ValueError(f"num_iterations must be non-negative; got {num_iterations}")
+    return _solve_fixed_batch(models, beliefs, num_iterations, bool(upper), int(chunk))
+
+
+@functools.partial(jax.jit, static_argnames=("num_iterations", "upper", "chunk"))
+def _solve_fixed_batch(models, beliefs, num_iterations, upper, chunk):
+    def solve(model, b):
+        return solve_fixed(model, b, num_iterations, upper=upper, chunk=chunk)
+
+    return jax.vmap(solve, in_axes=(0, None if beliefs.ndim == 2 else 0))(models, beliefs)
+
+
+class BatchBounds(NamedTuple):
+    """What :func:`bounds_batch` returns for ``M`` models (``A`` actions, ``S`` states).
+
+    Attributes:
+      blind: float[M, A, S] the blind policies' vectors (:func:`jaxpomdp.bounds.blind_alphas`).
+      qmdp: float[M, A, S] the QMDP Q-vectors (:func:`jaxpomdp.bounds.qmdp`).
+      fib: float[M, A, S] the fast informed bound's Q-vectors (:func:`jaxpomdp.bounds.fib`).
+      lower: float[M] ``max_a blind[a] . b <= V*(b)`` (:func:`jaxpomdp.bounds.blind_lower_bound`).
+      lower_action: int32[M] the best blind action at ``b``.
+      qmdp_upper: float[M] ``max_a qmdp[a] . b >= V*(b)`` (:func:`jaxpomdp.bounds.qmdp_upper_bound`).
+      qmdp_action: int32[M] the QMDP-greedy action at ``b``.
+      fib_upper: float[M] ``max_a fib[a] . b >= V*(b)``, at most ``qmdp_upper``.
+      fib_action: int32[M] the FIB-greedy action at ``b``.
+    """
+
+    blind: jax.Array
+    qmdp: jax.Array
+    fib: jax.Array
+    lower: jax.Array
+    lower_action: jax.Array
+    qmdp_upper: jax.Array
+    qmdp_action: jax.Array
+    fib_upper: jax.Array
+    fib_action: jax.Array
+
+
+def _vectors(model: TabularPOMDP, which: str, tol: float, max_iter: int) -> jax.Array:
+    fn = {"blind": bounds.blind_alphas, "qmdp": bounds.qmdp, "fib": bounds.fib}[which]
+    return fn(model, tol=tol, max_iter=max_iter)
+
+
+@functools.partial(jax.jit, static_argnames=("which", "tol", "max_iter"))
+def _vectors_batch(models: TabularPOMDP, which: str, tol: float, max_iter: int) -> jax.Array:
+    return jax.vmap(lambda m: _vectors(m, which, tol, max_iter))(models)
+
+
+def _static_settings(tol, max_iter) -> tuple[float, int]:
+    tol, max_iter = float(tol), int(max_iter)
+    if not tol >= 0 or max_iter < 0:
+        raise ValueError(f"tol and max_iter must be non-negative; got {tol}, {max_iter}")
+    return tol, max_iter
+
+
+def _batch_vectors(models: TabularPOMDP, which: str, tol, max_iter) -> jax.Array:
+    batch_size(models)
+    bounds.check_discount(models)
+    return _vectors_batch(models, which, *_static_settings(tol, max_iter))
+
+
+_BATCH_NOTE = """
+    One ``jax.jit(jax.vmap(...))`` of the single-model function: row ``i`` is what
+    it returns for ``model_at(models, i)``. The value iteration is a
+    ``lax.while_loop``; vmapped, the loop runs until the last model stops, but a
+    model whose stopping rule has fired keeps its iterate (the batched loop
+    selects the old carry for it), so each model gets the sweeps it would get
+    alone and the same certified result, up to float rounding of the vectorised
+    arithmetic (far below the certification's own pad). The batch costs as many
+    sweeps as its slowest model (the one with the largest discount).
+
+    Args:
+      models: ``M`` models of the same shapes stacked by :func:`stack_models`.
+      tol, max_iter: as in :mod:`jaxpomdp.bounds` (static: another value compiles again).
+
+    Raises:
+      ValueError: ``models`` is not a batch (:func:`batch_size`) or a (concrete)
+        discount is outside ``[0, 1)``.
+"""
+
+
+def blind_batch(models: TabularPOMDP, *, tol: float = bounds.DEFAULT_TOL,
+                max_iter: int = bounds.DEFAULT_MAX_ITER) -> jax.Array:
+    return _batch_vectors(models, "blind", tol, max_iter)
+
+
+def qmdp_batch(models: TabularPOMDP, *, tol: float = bounds.DEFAULT_TOL,
+               max_iter: int = bounds.DEFAULT_MAX_ITER) -> jax.Array:
+    return _batch_vectors(models, "qmdp", tol, max_iter)
+
+
+def fib_batch(models: TabularPOMDP, *, tol: float = bounds.DEFAULT_TOL,
+              max_iter: int = bounds.DEFAULT_MAX_ITER) -> jax.Array:
+    return _batch_vectors(models, "fib", tol, max_iter)
+
+
+blind_batch.__doc__ = (""":func:`jaxpomdp.bounds.blind_alphas` of every model of a batch, in one compiled call: float[M, A, S].
+""" + _BATCH_NOTE + """
+    Example:
+      >>> from jaxpomdp import problems
+      >>> alphas = blind_batch(stack_models([problems.tiger(0.9), problems.tiger(0.95)]))
+      >>> [round(float(x), 3) for x in alphas[:, 0, 0]]  # always listen: -1 / (1 - gamma)
+      [-10.0, -20.0]
+""")
+qmdp_batch.__doc__ = (""":func:`jaxpomdp.bounds.qmdp` of every model of a batch, in one compiled call: float[M, A, S].
+""" + _BATCH_NOTE + """
+    Example:
+      >>> from jaxpomdp import problems
+      >>> q = qmdp_batch(stack_models([problems.tiger(0.9), problems.tiger(0.95)]))
+      >>> [round(float(x), 2) for x in q[:, 0, 0]]  # listen once, then open the right door forever
+      [89.0, 189.0]
+""")
+fib_batch.__doc__ = (""":func:`jaxpomdp.bounds.fib` of every model of a batch, in one compiled call: float[M, A, S].
+""" + _BATCH_NOTE + """
+    Example:
+      >>> from jaxpomdp import problems
+      >>> models = stack_models([problems.tiger(0.9), problems.tiger(0.95)])
+      >>> bool(jnp.all(fib_batch(models) <= qmdp_batch(models) + 1e-3))
+      True
+""")
+
+
+def bounds_batch(models: TabularPOMDP, beliefs: jax.Array | None = None, *, tol: float = bounds.DEFAULT_TOL,
+                 max_iter: int = bounds.DEFAULT_MAX_ITER) -> BatchBounds:
+    """The blind, QMDP and FIB vectors of every model of a batch and their bounds at a belief, in one compiled call.
+
+    ``lower = max_a blind_a . b <= V*(b) <= fib_upper = max_a FIB_a . b <=
+    qmdp_upper = max_a Q_a . b`` for each model, each vector set as
+    :func:`blind_batch` / :func:`fib_batch` / :func:`qmdp_batch` computes it
+    (the same certified fixed points, vmapped; see there).
+
+    Args:
+      models: ``M`` models of the same shapes stacked by :func:`stack_models`.
+      beliefs: float[S] one belief for every model, float[M, S] one per model, or
+        None for each model's own ``initial_belief``.
+      tol, max_iter: as in :mod:`jaxpomdp.bounds` (static).
+
+    Returns:
+      A :class:`BatchBounds`.
+
+    Raises:
+      ValueError: ``models`` is not a batch, a (concrete) discount is outside
+        ``[0, 1)``, or ``beliefs`` has another shape.
+
+    Example:
+      >>> from jaxpomdp import problems
+      >>> out = bounds_batch(stack_models([problems.tiger(0.9), problems.tiger(0.95)]))
+      >>> [round(float(x), 2) for x in out.lower], [round(float(x), 2) for x in out.qmdp_upper]
+      ([-10.0, -20.0], [89.0, 189.0])
+      >>> bool(jnp.all(out.lower <= out.fib_upper) & jnp.all(out.fib_upper <= out.qmdp_upper + 1e-3))
+      True
+    """
+    beliefs = _batch_beliefs(models, models.initial_belief if beliefs is None else beliefs, 1, "beliefs")
+    bounds.check_discount(models)
+    return _bounds_batch(models, beliefs, *_static_settings(tol, max_iter))
+
+
+@functools.partial(jax.jit, static_argnames=("tol", "max_iter"))
+def _bounds_batch(models: TabularPOMDP, beliefs: jax.Array, tol: float, max_iter: int) -> BatchBounds:
+    def one(model, b):
+        vectors = [_vectors(model, which, tol, max_iter) for which in ("blind", "qmdp", "fib")]
+        best = []
+        for v in vectors:
+            values = v @ b
+            a = jnp.argmax(values).astype(jnp.int32)
+            best += [values[a], a]
+        return BatchBounds(*vectors, *best)
+
+    return jax.vmap(one, in_axes=(0, None if beliefs.ndim == 1 else 0))(models, beliefs)
 
 
 def simplex_grid(num_states: int, resolution: int) -> np.ndarray:
