@@ -145,7 +145,8 @@ def main(argv=None) -> int:
             counts = [n for n in counts if n <= jax.device_count()]
         rows = [_run_worker(n, args.quick, args.repeats, backend == "cpu") for n in counts]
         base = next((r for r in rows if "error" not in r), None)
-        print(f"\nDevices ({backend}{', forced host devices sharing ' + str(os.cpu_count()) + ' cores' if backend == 'cpu' else ''})")
+        shared = f", forced host devices sharing {os.cpu_count()} cores" if backend == "cpu" else ""
+        print(f"\nDevices ({backend}{shared})")
         print(f"{'devices':>7}  {'backup beliefs/s':>16} {'x':>5}  {'NVI train steps/s':>17} {'x':>5}  "
               f"{'GPOMDP steps/s':>14} {'x':>5}")
         for r in rows:

@@ -125,7 +125,8 @@ def _unkey(record: dict) -> jax.Array:
 
 
 def _plain(x: Any) -> Any:
-    """``x`` with tuples as lists and numpy scalars as Python numbers (what msgpack and ``==`` after a round trip need)."""
+    """``x`` with tuples as lists and numpy scalars as Python numbers (what msgpack, and
+    ``==`` after a round trip, need)."""
     if isinstance(x, dict):
         return {str(k): _plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

@@ -44,7 +44,8 @@ WORKER = textwrap.dedent('''
 
     m = problems.get("tiger")
     cfg = gpomdp.Config(num_chains=64, num_steps=50, num_restarts=2, memory=2)
-    runs = [gpomdp.solve(m, time_limit=None, max_iterations=5, seed=0, config=cfg, mesh=mesh_) for mesh_ in (None, mesh)]
+    runs = [gpomdp.solve(m, time_limit=None, max_iterations=5, seed=0, config=cfg, mesh=mesh_)
+            for mesh_ in (None, mesh)]
     out["gpomdp"] = [{"params": leaves(r.info["params"]), "history": [row[1:] for row in r.history]} for r in runs]
     ccfg = conjpomdp.Config(num_chains=64, num_steps=100)
     runs = [conjpomdp.solve(m, time_limit=None, max_iterations=3, seed=0, config=ccfg, mesh=mesh_)

@@ -796,8 +796,8 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     if not 0 <= gamma < 1:
         raise ValueError(f"discount = {gamma!r}: NVI needs 0 <= discount < 1")
     config = config or default_config(model)
-    options = {"config": config._asdict(), "seed": seed,
-               "network": "mlp" if network is None else f"{network.apply_fn.__module__}.{network.apply_fn.__qualname__}"}
+    described = "mlp" if network is None else f"{network.apply_fn.__module__}.{network.apply_fn.__qualname__}"
+    options = {"config": config._asdict(), "seed": seed, "network": described}
     if resume is not None:
         resume.check("nvi", model, options)
     user_model = model
