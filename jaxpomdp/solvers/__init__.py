@@ -25,7 +25,11 @@ Available now (``SOLVERS``):
 Every solver is called as ``solve(model, *, time_limit, target_gap, seed,
 callback)``; ``callback(seconds, lower, upper, num_vectors, num_beliefs)`` is
 called as it progresses (the policy-gradient solvers: ``callback(seconds,
-eta_estimate, grad_norm, iteration)``).
+eta_estimate, grad_norm, iteration)``). The iterative ones (all but ``blind`` and
+``qmdp``) also take ``max_iterations``, ``checkpoint`` / ``resume``
+(:mod:`jaxpomdp.checkpoint`: stopped and resumed equals never stopped), ``stop``
+(polled between steps) and ``mesh`` (:mod:`jaxpomdp.distributed`: the batch axis
+split over several devices).
 """
 
 from __future__ import annotations
