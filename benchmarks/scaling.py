@@ -166,7 +166,8 @@ def main(argv=None) -> int:
         print("\nModel batches (one vmapped call vs a Python loop)")
         rows = model_batch.run(quick=args.quick)
         if rows:
-            keys = list(rows[0])
+            keys = [k for k in ("family", "solver", "models", "num_states", "batched_seconds", "loop_seconds",
+                                "speedup", "max_abs_diff") if k in rows[0]]
             print("  ".join(f"{k:>14}" for k in keys))
             for r in rows:
                 print("  ".join(f"{_fmt(r[k]) if isinstance(r[k], float) else str(r[k]):>14}" for k in keys))
