@@ -6,24 +6,11 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from test_benchmarks import ROOT, run_script
 
 ROW_FIELDS = {"family", "solver", "models", "num_states", "batched_seconds", "loop_seconds", "speedup",
               "max_abs_diff", "max_rel_diff", "first_call_batched_seconds", "first_call_loop_seconds"}
-
-
-def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 def test_model_batch_benchmark_quick(tmp_path):
