@@ -27,8 +27,10 @@ Columns:
   * ``exact``: for a tabular model, the exact value at ``b0`` of following the
     controller (:func:`jaxpomdp.controller.exact_value`; no sampling error);
   * ``argmax``: the same for the particle-belief argmax policy
-    (``--argmax-episodes``; it evaluates every node network at every step, so far
-    fewer episodes);
+    (:class:`~jaxpomdp.controller.ParticleArgmaxPolicy` with its default switch
+    margin: it follows the graph's edge unless the best node at the belief beats
+    it by 10%; ``--argmax-episodes``; it evaluates every node network at every
+    step, so far fewer episodes);
   * ``upper``: QMDP (tabular) or the fully observable MDP's value at ``b0``
     (RockSample simulator, exact DP), both certified upper bounds on ``V*(b0)``;
   * ``ref``: the reference value of the acceptance criteria (BENCHMARKS.md) and
@@ -181,6 +183,7 @@ def run_problem(name: str, limit: float, args) -> dict:
                                 max_abs_reward=rmax, batch_size=min(args.argmax_episodes, 64))
         row["argmax"] = {"mean": float(ev2.mean), "ci95_half_width": 1.96 * float(ev2.stderr),
                          "episodes": ev2.num_episodes, "particles": args.argmax_particles,
+                         "switch_margin": pol.switch_margin,
                          "seconds": time.perf_counter() - t0}
     row["train_throughput"] = train_throughput(model, res, config, args.seed)
     ref = REFERENCES.get(name.lower())

@@ -23,7 +23,8 @@ Two ways to act (both :class:`~jaxpomdp.policy.Policy`, so
   ``e_n(o)``; no belief is tracked and no network is evaluated;
 * :class:`ParticleArgmaxPolicy` keeps a particle belief
   (:mod:`jaxpomdp.particles`) and acts ``a_{n*}`` with
-  ``n* = argmax_n mean_i f_n(s_i)`` over the active nodes.
+  ``n* = argmax_n mean_i f_n(s_i)`` over the active nodes, unless the node the
+  graph leads to is within a small margin of it (then it follows the edge).
 
 Export: :func:`to_dot` (Graphviz) and :func:`to_pg` (pomdp-solve's policy graph:
 one line per node, ``node action succ_obs0 succ_obs1 ...``).
@@ -174,10 +175,26 @@ class ParticleArgmaxPolicy:
     """Tracks a particle belief and acts with the best node's action at it.
 
     ``n* = argmax_n sum_i w_i f_n(s_i)`` over the active nodes; action ``a_{n*}``.
-    Memory: ``(ParticleBelief, key)``. The filter's randomness comes from ``key``
-    (started from ``seed`` and folded with each action and observation), so the
-    policy is a deterministic function of the history. Each step evaluates all
-    ``N`` networks at ``num_particles`` states: much dearer than
+    After acting with node ``n`` and observing ``o``, the node the graph leads to,
+    ``e_n(o)``, is kept unless ``n*`` beats it at the updated belief by more than
+    ``switch_margin * (1 + |V_{e_n(o)}(b)|)`` (relative; ``0``: switch to the
+    argmax whenever it is strictly better, ties keep the edge). Why a margin: the
+    networks are approximations, and where an action is free and leaves the
+    belief nearly unchanged (RockSample's sensing actions), the node that takes
+    it can stay the argmax after it is taken, by a network error smaller than the
+    discount it costs; pure argmax then repeats it forever, while following the
+    edge commits to that node's plan. With a margin the policy follows the graph
+    and re-plans only when the belief says the graph's node is clearly worse.
+    Measured on RockSample(7,8) after 120 s of planning (64 episodes, 256
+    particles): the plain argmax (``switch_margin=None``) 1.17 ± 0.90, margin
+    0.02 the same, margin 0.1 6.36 ± 1.43; with 64 particles an infinite margin (following the graph
+    from the argmax node at ``b0``) 14.4 ± 1.5; so switching only helps where the
+    networks are accurate away from the beliefs they were trained at.
+
+    Memory: ``(ParticleBelief, key, node)``. The filter's randomness comes from
+    ``key`` (started from ``seed`` and folded with each action and observation),
+    so the policy is a deterministic function of the history. Each step evaluates
+    all ``N`` networks at ``num_particles`` states: much dearer than
     :class:`ControllerPolicy`.
 
     Fields:
@@ -187,6 +204,9 @@ class ParticleArgmaxPolicy:
       seed: uint32[] seed of the filter's key.
       num_particles: static particle count.
       resample_threshold: static ESS fraction below which to resample.
+      switch_margin: relative margin by which the argmax node must beat the
+        followed edge's node to replace it (static; default 0.1); ``None``: the
+        plain argmax at every step.
     """
 
     controller: Controller
@@ -194,24 +214,31 @@ class ParticleArgmaxPolicy:
     seed: jax.Array = struct.field(default_factory=lambda: jnp.uint32(0))
     num_particles: int = struct.field(pytree_node=False, default=256)
     resample_threshold: float = struct.field(pytree_node=False, default=0.5)
+    switch_margin: float = struct.field(pytree_node=False, default=0.1)
 
     def init(self, model: Any):
         key = jax.random.key(jnp.asarray(self.seed, jnp.uint32))
         k0, k1 = jax.random.split(key)
-        return particles.init(k0, model, self.num_particles), k1
+        belief = particles.init(k0, model, self.num_particles)
+        return belief, k1, best_node(self.controller, self.model, belief)
 
     def act(self, key: jax.Array, memory) -> jax.Array:
         del key
-        belief, _ = memory
-        return self.controller.actions[best_node(self.controller, self.model, belief)].astype(jnp.int32)
+        return self.controller.actions[memory[2]].astype(jnp.int32)
 
     def update(self, model: Any, memory, action: jax.Array, observation: jax.Array):
-        belief, key = memory
+        belief, key, node = memory
         key = jax.random.fold_in(jax.random.fold_in(key, action), observation)
         key, sub = jax.random.split(key)
         belief, _ = particles.update(sub, model, belief, action, observation,
                                      resample_threshold=self.resample_threshold)
-        return belief, key
+        v = belief_values(self.controller, self.model, belief)
+        follow = self.controller.edges[node, observation]
+        best = jnp.argmax(v)
+        if self.switch_margin is None:  # the plain argmax, every step
+            return belief, key, best.astype(jnp.int32)
+        switch = v[best] > v[follow] + self.switch_margin * (1 + jnp.abs(v[follow]))
+        return belief, key, jnp.where(switch, best, follow).astype(jnp.int32)
 
 
 # ------------------------------------------------------- exact evaluation

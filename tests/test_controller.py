@@ -85,6 +85,26 @@ def test_particle_argmax_policy_with_exact_node_values():
     assert float(ev.mean) > 10.0  # acts sensibly (the optimum is 19.37)
 
 
+
+@pytest.mark.parametrize("margin, expected", [(0.02, 1), (0.0, 0), (None, 0)])
+def test_particle_argmax_policy_keeps_the_edge_unless_clearly_beaten(margin, expected):
+    # node 0 listens and leads to node 1 (open left); node 0's table is 0.01 above node 1's
+    # everywhere: within a 2% margin the policy follows the edge, without one it re-picks node 0
+    m = problems.tiger()
+    c = Controller(jnp.array([0, 1], jnp.int32), jnp.array([[1, 1], [0, 0]], jnp.int32), jnp.ones(2, bool),
+                   jnp.array([[5.0, 5.0], [4.99, 4.99]], jnp.float32), jnp.int32(0), lambda p, x: x @ p)
+    pol = ParticleArgmaxPolicy(c, m, num_particles=32, switch_margin=margin)
+    mem = pol.init(m)
+    assert int(mem[2]) == 0 and int(pol.act(None, mem)) == 0  # the argmax at b0
+    mem = pol.update(m, mem, jnp.int32(0), jnp.int32(0))
+    assert int(mem[2]) == expected
+    assert int(pol.act(None, mem)) == int(c.actions[expected])
+    if margin is not None:  # a node clearly better than the edge's replaces it
+        c2 = c.replace(params=jnp.array([[5.0, 5.0], [4.0, 4.0]], jnp.float32))
+        pol2 = ParticleArgmaxPolicy(c2, m, num_particles=32, switch_margin=margin)
+        assert int(pol2.update(m, pol2.init(m), jnp.int32(0), jnp.int32(0))[2]) == 0
+
+
 def test_pg_and_dot_export():
     c = _tiger_controller()
     assert to_pg(c) == "0 0  1 2\n1 0  3 0\n2 0  0 4\n3 2  0 0\n4 1  0 0\n"
