@@ -77,3 +77,32 @@ def test_rocksample_simulator_smoke():
     assert res.info["alpha_vector_bytes"] == res.info["num_nodes"] * 257 * 4
     ev = simulate.evaluate(jax.random.key(0), sim, res.policy, num_episodes=100, max_abs_reward=100.0, horizon=60)
     assert np.isfinite(float(ev.mean))
+
+
+def test_snapshot_keeps_the_best_controller_it_has_valued():
+    m = problems.tiger()
+    net = nvi.Network(*nvi.mlp(SMALL.hidden, SMALL.value_scale))
+    st = nvi.init(jax.random.key(0), m, SMALL, net)
+    key = nvi._eval_key(0)
+    first = nvi.snapshot(key, m, st, net.apply_fn, 1)
+    # the blind nodes only: the best start is "listen forever", -1 per step over the 149-step horizon
+    assert int(first.best_iteration) == 1 and int(first.best_start) == 0
+    assert float(first.best_score) == pytest.approx(-(1 - 0.95 ** 149) / 0.05, abs=1e-3)
+    # a worse controller (every node opens the left door forever) is valued but not kept
+    worse = first._replace(actions=first.actions.at[:3].set(1))
+    kept = nvi.snapshot(key, m, worse, net.apply_fn, 2)
+    assert int(kept.best_iteration) == 1 and float(kept.best_score) == float(first.best_score)
+    np.testing.assert_array_equal(np.asarray(kept.best_actions), np.asarray(st.actions))
+    ctrl = nvi.best_controller(kept, net.apply_fn)
+    assert int(ctrl.actions[ctrl.start]) == 0
+
+
+def test_solve_returns_the_best_snapshot():
+    res = nvi.solve(problems.tiger(), time_limit=None, max_iterations=6, seed=0,
+                    config=SMALL._replace(snapshot_every=2), warmup_steps=64)
+    info = res.info
+    assert info["controller_iteration"] in (2, 4, 6)
+    assert info["start_value_mc"] >= info["last_start_value_mc"]
+    c = res.policy.controller
+    assert info["num_nodes"] == int(np.sum(np.asarray(c.active)))
+    assert bool(c.active[c.start])

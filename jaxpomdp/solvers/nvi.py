@@ -64,7 +64,12 @@ One :func:`update` (everything jit-compiled, static shapes) is:
 
 :func:`solve` drives it under a time limit (the first compilation excluded and
 reported apart) and reports the controller's estimated value at ``b0``,
-``max_n mean_i f_n(s_i)`` over a fixed set of ``b0`` particles, as it goes. That
+``max_n mean_i f_n(s_i)`` over a fixed set of ``b0`` particles, as it goes.
+Every ``snapshot_every`` iterations (:func:`snapshot`) the controller is valued
+by simulation from ``b0`` (the same particles and random numbers each time) and
+kept if it is the best so far; the solve returns the best one (the last one
+included), since the local accept tests above are noisy and the controller can
+get worse for a while. That
 estimate is **not** a certified bound (the returned ``lower_bound`` is None); the
 policy's value is measured by simulation (:func:`jaxpomdp.simulate.evaluate`).
 """
@@ -91,7 +96,7 @@ from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_fin
 
 __all__ = ["Config", "TABULAR_SETTINGS", "NVIState", "Network", "BackupResult", "default_config", "init", "collect",
            "backup", "train_step", "explore", "train", "update", "prune", "value_at_b0", "controller_of", "solve",
-           "upper_bound_at_b0", "mlp"]
+           "upper_bound_at_b0", "mlp", "snapshot", "best_controller"]
 
 #: Float type of the networks and of the solver's arithmetic.
 DTYPE = jnp.float32
@@ -137,6 +142,9 @@ class Config(NamedTuple):
         belief (kept if the paired returns improve; :func:`_refresh_node`).
       prune_age: when fewer than ``width * max_depth`` slots are free, the nodes
         unused for ``prune_age`` iterations are freed (:func:`prune`).
+      snapshot_every: every this many iterations (and at the end) the controller
+        is valued by simulation from ``b0`` (:func:`snapshot`); the best one so far
+        is kept in the state and :func:`solve` returns it. 0: return the last one.
     """
 
     capacity: int = 256
@@ -165,6 +173,7 @@ class Config(NamedTuple):
     improve_z: float = 0.0
     refresh_nodes: int = 0
     prune_age: int = 3
+    snapshot_every: int = 20
 
 
 #: :func:`default_config`'s settings for tabular models (measured, see there).
@@ -216,6 +225,9 @@ class NVIState(NamedTuple):
       steps: int32[] train steps taken; backups: int32[] nodes added by backups.
       iteration: int32[] explore calls so far.
       upper_table: float[S] ``max_a Q_MDP(s, a)`` of a tabular model (float[1] else).
+      best_actions, best_edges, best_active, best_params, best_start: the best
+        controller valued so far (:func:`snapshot`); best_score: its simulated
+        value at ``b0`` (``-inf`` before the first); best_iteration: when (-1: never).
     """
 
     params: Any
@@ -234,6 +246,13 @@ class NVIState(NamedTuple):
     backups: jax.Array
     iteration: jax.Array
     upper_table: jax.Array
+    best_actions: jax.Array
+    best_edges: jax.Array
+    best_active: jax.Array
+    best_params: Any
+    best_start: jax.Array
+    best_score: jax.Array
+    best_iteration: jax.Array
 
 
 # ------------------------------------------------------------------ helpers
@@ -337,7 +356,8 @@ def init(key: jax.Array, model: Any, config: Config = Config(), network: Optiona
     opt_state = _optimizer(config).init(params)
     return NVIState(params, params, opt_state, actions, edges, active, home, jnp.zeros(N, jnp.int32), jnp.int32(A),
                     pool, jnp.int32(1), b0_states, jnp.int32(0), jnp.int32(0), jnp.int32(0),
-                    _upper_table(model))
+                    _upper_table(model), actions, edges, active, params, jnp.int32(0), jnp.asarray(-jnp.inf, DTYPE),
+                    jnp.int32(-1))
 
 
 # -------------------------------------------------------------- value at b0
@@ -708,29 +728,57 @@ def update(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: C
     return train(k_t, model, st, config, apply_fn)
 
 
-@partial(jax.jit, static_argnames=("apply_fn", "top", "horizon"))
-def _start_values(key, model, st: NVIState, apply_fn, top: int, horizon: int):
+@partial(jax.jit, static_argnames=("apply_fn", "top", "horizon", "repeats"))
+def _start_values(key, model, st: NVIState, apply_fn, top: int, horizon: int, repeats: int = 4):
+    """``(cand int32[top], value float[top])``: the ``top`` nodes best by network value at ``b0`` and their mean
+    return over ``repeats`` runs from each ``b0`` particle (the same random numbers for every candidate)."""
     v = jnp.mean(_all_values(apply_fn, st, _features(model, st.b0_states)), axis=1)
     cand = lax.top_k(v, top)[1].astype(jnp.int32)
     P0 = jax.tree.leaves(st.b0_states)[0].shape[0]
-    keys = jax.random.split(key, top * P0).reshape(top, P0)
+    keys = jax.random.split(key, repeats * P0)
+    states = jax.tree.map(lambda x: jnp.repeat(x, repeats, axis=0), st.b0_states)
     no_boot = st._replace(target_params=jax.tree.map(jnp.zeros_like, st.target_params))
 
-    def value(n, ks):
+    def value(n):
         return jnp.mean(jax.vmap(lambda k, s: _controller_return(k, model, no_boot, s, n, horizon, apply_fn))(
-            ks, st.b0_states))
-    return cand, lax.map(lambda args: value(*args), (cand, keys))
+            keys, states))
+    vals = lax.map(value, cand)
+    return cand, jnp.where(jnp.isfinite(v[cand]), vals, -jnp.inf)  # fewer than top active nodes: the rest lose
 
 
-def _choose_start(key, model, st: NVIState, apply_fn, config: Config, top: int = 8):
-    """The start node: of the ``top`` nodes best by network value at ``b0``, the one
-    whose simulated return (``b0`` particles, the discount's default horizon) is highest."""
+def _eval_key(seed: int) -> jax.Array:
+    """The fixed key every :func:`snapshot` of a solve is valued with (common random numbers)."""
+    return jax.random.fold_in(jax.random.key(seed), 0x5A5)
+
+
+def snapshot(key: jax.Array, model: Any, st: NVIState, apply_fn: Callable, iteration: int, top: int = 8) -> NVIState:
+    """Values the current controller by simulation and keeps it in ``st.best_*`` if it is the best so far.
+
+    The value is that of its best start node: of the ``top`` nodes best by network
+    value at ``b0``, the one whose mean simulated return from the fixed ``b0``
+    particles (4 runs each, the discount's default horizon, no bootstrap) is highest. Every
+    snapshot of a solve uses the same ``key`` and particles, so two controllers
+    are compared on the same random numbers. Host-side (one transfer). Why:
+    backups, edge refreshes and pruning each accept changes on noisy local
+    tests, and the controller as a whole can get worse for a while (on 4x3.95 its
+    exact value fell from 1.74 to 0.72 between 160 s and 240 s); the solve keeps
+    and returns the best one it has seen.
+    """
     from jaxpomdp.simulate import default_horizon
-    top = int(min(top, int(st.num_nodes)))
+    top = int(min(top, st.actions.shape[0]))  # static: one compilation whatever the number of nodes
     cand, vals = _start_values(key, model, st, apply_fn, top, default_horizon(float(np.asarray(model.discount))))
     i = int(jnp.argmax(vals))
-    start = cand[i]
-    return Controller(st.actions, st.edges, st.active, st.params, start, apply_fn), float(vals[i])
+    score = float(vals[i])
+    if not score > float(st.best_score):
+        return st
+    return st._replace(best_actions=st.actions, best_edges=st.edges, best_active=st.active, best_params=st.params,
+                       best_start=cand[i], best_score=jnp.asarray(score, DTYPE),
+                       best_iteration=jnp.int32(iteration))
+
+
+def best_controller(st: NVIState, apply_fn: Callable) -> Controller:
+    """The controller kept by :func:`snapshot` (start node included)."""
+    return Controller(st.best_actions, st.best_edges, st.best_active, st.best_params, st.best_start, apply_fn)
 
 
 # ------------------------------------------------------------------- solve
@@ -818,6 +866,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
 
     key = jax.random.key(seed)
     k_init, key = jax.random.split(key)
+    k_eval = _eval_key(seed)
     t_compile = time.perf_counter()
     st = init(k_init, model, config, network)
     warm_rounds = max(0, math.ceil((200 if warmup_steps is None else warmup_steps)
@@ -828,6 +877,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     jax.block_until_ready(explore(key, model, st, config, apply_fn))
     jax.block_until_ready(train(key, model, st, config, apply_fn))
     jax.block_until_ready(_value_at_b0_jit(apply_fn, st, model))
+    jax.block_until_ready(snapshot(k_eval, model, st, apply_fn, 0).best_score)
 
     def explore_c(k, model, st):
         return explore(k, model, st, config, apply_fn)
@@ -863,7 +913,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
 
     def build(st, est, loss, iteration, stop_reason, solve_seconds):
         return _result(model, st, est, loss, iteration, stop_reason, solve_seconds, compile_seconds, history,
-                       upper, upper_kind, certified, key, apply_fn, config)
+                       upper, upper_kind, certified, k_eval, apply_fn, config)
 
     def save():
         loop = {"key": key, "iteration": iteration, "estimate": est, "loss": float(loss), "last": last,
@@ -891,6 +941,8 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
         if not (math.isfinite(est) and math.isfinite(float(loss))):
             check_finite("nvi", iteration, {"value estimate at b0 (node networks)": est, "train loss": loss},
                          model=model, last_good=build(*prev, iteration - 1, "numerical error", elapsed()))
+        if config.snapshot_every and iteration % config.snapshot_every == 0:
+            st = snapshot(k_eval, model, st, apply_fn, iteration)
         last = time.perf_counter() - t_it
         row = (elapsed(), est, upper, int(st.num_nodes), int(min(int(st.pool_count), config.pool_capacity)))
         history.append(row)
@@ -908,10 +960,17 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
 
 
 def _result(model, st: NVIState, est, loss, iteration, stop_reason, solve_seconds, compile_seconds, history,
-            upper, upper_kind, certified, key, apply_fn, config) -> SolveResult:
-    """The :class:`SolveResult` of a state (start node chosen by :func:`_choose_start`)."""
-    controller, start_mc = _choose_start(jax.random.fold_in(key, 1), model, st, apply_fn, config)
-    n = int(st.num_nodes)
+            upper, upper_kind, certified, k_eval, apply_fn, config) -> SolveResult:
+    """The :class:`SolveResult` of a state: the best controller :func:`snapshot` has seen, the last one included
+    (only the last one when ``config.snapshot_every`` is 0)."""
+    last = snapshot(k_eval, model, st._replace(best_score=jnp.asarray(-jnp.inf, DTYPE)), apply_fn, iteration)
+    best = last if not config.snapshot_every or float(last.best_score) > float(st.best_score) else st
+    controller = best_controller(best, apply_fn)
+    start_mc = float(best.best_score)
+    if int(best.best_iteration) != iteration:  # an earlier controller: its own network estimate
+        est = float(_value_at_b0_jit(apply_fn, st._replace(params=best.best_params, active=best.best_active),
+                                     model)[0])
+    n = int(jnp.sum(controller.active))
     per_node = int(sum(np.prod(x.shape[1:]) * x.dtype.itemsize for x in jax.tree.leaves(st.params)))
     num_states = getattr(model, "num_states", None)
     info = {
@@ -923,6 +982,10 @@ def _result(model, st: NVIState, est, loss, iteration, stop_reason, solve_second
         "start_value_mc": start_mc,
         "start_value_mc_note": "mean return of the controller from its start node over the b0 particles "
                                 "(top-8 nodes by network value tried; biased up by the choice, not certified)",
+        "controller_iteration": int(best.best_iteration),
+        "controller_iteration_note": "the iteration whose controller is returned: the best of the snapshots "
+                                     "(every snapshot_every iterations and the last) by start_value_mc",
+        "last_start_value_mc": float(last.best_score),
         "upper_bound_kind": upper_kind,
         "upper_bound_value": upper,
         "num_nodes": n,
