@@ -64,14 +64,14 @@ One :func:`update` (everything jit-compiled, static shapes) is:
 
 :func:`solve` drives it under a time limit (the first compilation excluded and
 reported apart) and reports the controller's estimated value at ``b0``,
-``max_n mean_i f_n(s_i)`` over a fixed set of ``b0`` particles, as it goes.
+``max_n mean_i f_n(s_i)`` over a fixed set of ``b0`` particles, as it goes. That
+estimate is **not** a certified bound (the returned ``lower_bound`` is None); the
+policy's value is measured by simulation (:func:`jaxpomdp.simulate.evaluate`).
 Every ``snapshot_every`` iterations (:func:`snapshot`) the controller is valued
 by simulation from ``b0`` (the same particles and random numbers each time) and
 kept if it is the best so far; the solve returns the best one (the last one
 included), since the local accept tests above are noisy and the controller can
-get worse for a while. That
-estimate is **not** a certified bound (the returned ``lower_bound`` is None); the
-policy's value is measured by simulation (:func:`jaxpomdp.simulate.evaluate`).
+get worse for a while.
 """
 
 from __future__ import annotations
@@ -756,8 +756,8 @@ def snapshot(key: jax.Array, model: Any, st: NVIState, apply_fn: Callable, itera
 
     The value is that of its best start node: of the ``top`` nodes best by network
     value at ``b0``, the one whose mean simulated return from the fixed ``b0``
-    particles (4 runs each, the discount's default horizon, no bootstrap) is highest. Every
-    snapshot of a solve uses the same ``key`` and particles, so two controllers
+    particles (4 runs each, the discount's default horizon, no bootstrap) is
+    highest. Every snapshot of a solve uses the same ``key`` and particles, so two controllers
     are compared on the same random numbers. Host-side (one transfer). Why:
     backups, edge refreshes and pruning each accept changes on noisy local
     tests, and the controller as a whole can get worse for a while (on 4x3.95 its
