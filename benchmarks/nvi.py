@@ -160,7 +160,8 @@ def run_problem(name: str, limit: float, args) -> dict:
     info = res.info
     row.update(solve_seconds=res.solve_seconds, compile_seconds=res.compile_seconds,
                iterations=info["iterations"], value_estimate=info["value_estimate"],
-               start_value_mc=info["start_value_mc"], upper_bound=info["upper_bound_value"],
+               start_value_mc=info["start_value_mc"], last_start_value_mc=info["last_start_value_mc"],
+               controller_iteration=info["controller_iteration"], upper_bound=info["upper_bound_value"],
                upper_bound_kind=info["upper_bound_kind"], num_nodes=info["num_nodes"],
                reachable_nodes=info["reachable_nodes"], parameter_bytes=info["parameter_bytes"],
                parameter_bytes_bank=info["parameter_bytes_bank"], alpha_vector_bytes=info["alpha_vector_bytes"],

@@ -225,9 +225,10 @@ class NVIState(NamedTuple):
       steps: int32[] train steps taken; backups: int32[] nodes added by backups.
       iteration: int32[] explore calls so far.
       upper_table: float[S] ``max_a Q_MDP(s, a)`` of a tabular model (float[1] else).
-      best_actions, best_edges, best_active, best_params, best_start: the best
-        controller valued so far (:func:`snapshot`); best_score: its simulated
-        value at ``b0`` (``-inf`` before the first); best_iteration: when (-1: never).
+      best_actions, best_edges, best_active, best_params, best_start: the
+        controller kept by :func:`snapshot`; best_score: its simulated value at
+        ``b0`` (``-inf`` before the first); best_iteration: when (-1: never);
+        peak_score: the highest simulated value of any snapshot.
     """
 
     params: Any
@@ -253,6 +254,7 @@ class NVIState(NamedTuple):
     best_start: jax.Array
     best_score: jax.Array
     best_iteration: jax.Array
+    peak_score: jax.Array
 
 
 # ------------------------------------------------------------------ helpers
@@ -357,7 +359,7 @@ def init(key: jax.Array, model: Any, config: Config = Config(), network: Optiona
     return NVIState(params, params, opt_state, actions, edges, active, home, jnp.zeros(N, jnp.int32), jnp.int32(A),
                     pool, jnp.int32(1), b0_states, jnp.int32(0), jnp.int32(0), jnp.int32(0),
                     _upper_table(model), actions, edges, active, params, jnp.int32(0), jnp.asarray(-jnp.inf, DTYPE),
-                    jnp.int32(-1))
+                    jnp.int32(-1), jnp.asarray(-jnp.inf, DTYPE))
 
 
 # -------------------------------------------------------------- value at b0
@@ -730,8 +732,9 @@ def update(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: C
 
 @partial(jax.jit, static_argnames=("apply_fn", "top", "horizon", "repeats"))
 def _start_values(key, model, st: NVIState, apply_fn, top: int, horizon: int, repeats: int = 4):
-    """``(cand int32[top], value float[top])``: the ``top`` nodes best by network value at ``b0`` and their mean
-    return over ``repeats`` runs from each ``b0`` particle (the same random numbers for every candidate)."""
+    """``(cand int32[top], value float[top], stderr float[top])``: the ``top`` nodes best by network value at
+    ``b0``, their mean return over ``repeats`` runs from each ``b0`` particle (the same random numbers for every
+    candidate) and its standard error."""
     v = jnp.mean(_all_values(apply_fn, st, _features(model, st.b0_states)), axis=1)
     cand = lax.top_k(v, top)[1].astype(jnp.int32)
     P0 = jax.tree.leaves(st.b0_states)[0].shape[0]
@@ -740,10 +743,10 @@ def _start_values(key, model, st: NVIState, apply_fn, top: int, horizon: int, re
     no_boot = st._replace(target_params=jax.tree.map(jnp.zeros_like, st.target_params))
 
     def value(n):
-        return jnp.mean(jax.vmap(lambda k, s: _controller_return(k, model, no_boot, s, n, horizon, apply_fn))(
-            keys, states))
-    vals = lax.map(value, cand)
-    return cand, jnp.where(jnp.isfinite(v[cand]), vals, -jnp.inf)  # fewer than top active nodes: the rest lose
+        g = jax.vmap(lambda k, s: _controller_return(k, model, no_boot, s, n, horizon, apply_fn))(keys, states)
+        return jnp.mean(g), jnp.std(g) / jnp.sqrt(jnp.asarray(g.shape[0], DTYPE))
+    vals, se = lax.map(value, cand)
+    return cand, jnp.where(jnp.isfinite(v[cand]), vals, -jnp.inf), se  # fewer than top active nodes: the rest lose
 
 
 def _eval_key(seed: int) -> jax.Array:
@@ -751,29 +754,42 @@ def _eval_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), 0x5A5)
 
 
+def _value_controller(key, model, st: NVIState, apply_fn, top: int = 8) -> tuple[jax.Array, float, float]:
+    """``(start node, value, standard error)`` of the controller in ``st`` (see :func:`snapshot`); host-side."""
+    from jaxpomdp.simulate import default_horizon
+    top = int(min(top, st.actions.shape[0]))  # static: one compilation whatever the number of nodes
+    cand, vals, se = _start_values(key, model, st, apply_fn, top, default_horizon(float(np.asarray(model.discount))))
+    i = int(jnp.argmax(vals))
+    return cand[i], float(vals[i]), float(se[i])
+
+
+def _keep(st: NVIState, start, score: float, se: float, iteration: int, z: float = 2.0) -> NVIState:
+    """Keeps the controller in ``st`` (valued ``score`` +- ``se``) if it is within ``z`` standard errors of the
+    best value seen: the newest such controller is kept, a clearly worse one is not."""
+    peak = max(float(st.peak_score), score)
+    st = st._replace(peak_score=jnp.asarray(peak, DTYPE))
+    if not score >= peak - z * se:
+        return st
+    return st._replace(best_actions=st.actions, best_edges=st.edges, best_active=st.active, best_params=st.params,
+                       best_start=start, best_score=jnp.asarray(score, DTYPE), best_iteration=jnp.int32(iteration))
+
+
 def snapshot(key: jax.Array, model: Any, st: NVIState, apply_fn: Callable, iteration: int, top: int = 8) -> NVIState:
-    """Values the current controller by simulation and keeps it in ``st.best_*`` if it is the best so far.
+    """Values the current controller by simulation and keeps it in ``st.best_*`` unless it is clearly worse.
 
     The value is that of its best start node: of the ``top`` nodes best by network
     value at ``b0``, the one whose mean simulated return from the fixed ``b0``
     particles (4 runs each, the discount's default horizon, no bootstrap) is
-    highest. Every snapshot of a solve uses the same ``key`` and particles, so two controllers
-    are compared on the same random numbers. Host-side (one transfer). Why:
-    backups, edge refreshes and pruning each accept changes on noisy local
-    tests, and the controller as a whole can get worse for a while (on 4x3.95 its
-    exact value fell from 1.74 to 0.72 between 160 s and 240 s); the solve keeps
-    and returns the best one it has seen.
+    highest. Every snapshot of a solve uses the same ``key`` and particles, so two
+    controllers are compared on the same random numbers. The controller is kept
+    if its value is within 2 standard errors of the best value any snapshot has
+    had (``peak_score``): the newest of the good ones, not an older one that the
+    noise favoured. Host-side (one transfer). Why: backups, edge refreshes and
+    pruning each accept changes on noisy local tests, and the controller as a
+    whole can get worse for a while (on 4x3.95 its exact value fell from 1.74 to
+    0.72 between 160 s and 240 s); the solve returns the controller kept.
     """
-    from jaxpomdp.simulate import default_horizon
-    top = int(min(top, st.actions.shape[0]))  # static: one compilation whatever the number of nodes
-    cand, vals = _start_values(key, model, st, apply_fn, top, default_horizon(float(np.asarray(model.discount))))
-    i = int(jnp.argmax(vals))
-    score = float(vals[i])
-    if not score > float(st.best_score):
-        return st
-    return st._replace(best_actions=st.actions, best_edges=st.edges, best_active=st.active, best_params=st.params,
-                       best_start=cand[i], best_score=jnp.asarray(score, DTYPE),
-                       best_iteration=jnp.int32(iteration))
+    return _keep(st, *_value_controller(key, model, st, apply_fn, top), iteration)
 
 
 def best_controller(st: NVIState, apply_fn: Callable) -> Controller:
@@ -963,8 +979,10 @@ def _result(model, st: NVIState, est, loss, iteration, stop_reason, solve_second
             upper, upper_kind, certified, k_eval, apply_fn, config) -> SolveResult:
     """The :class:`SolveResult` of a state: the best controller :func:`snapshot` has seen, the last one included
     (only the last one when ``config.snapshot_every`` is 0)."""
-    last = snapshot(k_eval, model, st._replace(best_score=jnp.asarray(-jnp.inf, DTYPE)), apply_fn, iteration)
-    best = last if not config.snapshot_every or float(last.best_score) > float(st.best_score) else st
+    start, last_score, se = _value_controller(k_eval, model, st, apply_fn)
+    if not config.snapshot_every:  # the last controller, whatever its value
+        st = st._replace(peak_score=jnp.asarray(-jnp.inf, DTYPE))
+    best = _keep(st, start, last_score, se, iteration)
     controller = best_controller(best, apply_fn)
     start_mc = float(best.best_score)
     if int(best.best_iteration) != iteration:  # an earlier controller: its own network estimate
@@ -983,9 +1001,10 @@ def _result(model, st: NVIState, est, loss, iteration, stop_reason, solve_second
         "start_value_mc_note": "mean return of the controller from its start node over the b0 particles "
                                 "(top-8 nodes by network value tried; biased up by the choice, not certified)",
         "controller_iteration": int(best.best_iteration),
-        "controller_iteration_note": "the iteration whose controller is returned: the best of the snapshots "
-                                     "(every snapshot_every iterations and the last) by start_value_mc",
-        "last_start_value_mc": float(last.best_score),
+        "controller_iteration_note": "the iteration whose controller is returned: the newest of the snapshots "
+                                     "(every snapshot_every iterations and the last) within 2 standard errors "
+                                     "of the best start_value_mc",
+        "last_start_value_mc": last_score,
         "upper_bound_kind": upper_kind,
         "upper_bound_value": upper,
         "num_nodes": n,
