@@ -174,10 +174,12 @@ def test_checkpointer_refuses_bad_settings(tmp_path):
 
 
 def test_stop_request_first_signal_sets_the_flag_second_one_raises():
+    # the handlers before: Python's default, or SIG_IGN when pytest was started in the background by a shell
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     with StopRequest() as stop:
         assert not stop()
         os.kill(os.getpid(), signal.SIGINT)
         assert stop() and stop.signal == signal.SIGINT
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert {sig: signal.getsignal(sig) for sig in before} == before  # restored
