@@ -214,7 +214,7 @@ class ParticleArgmaxPolicy:
     seed: jax.Array = struct.field(default_factory=lambda: jnp.uint32(0))
     num_particles: int = struct.field(pytree_node=False, default=256)
     resample_threshold: float = struct.field(pytree_node=False, default=0.5)
-    switch_margin: float = struct.field(pytree_node=False, default=0.1)
+    switch_margin: Optional[float] = struct.field(pytree_node=False, default=0.1)
 
     def init(self, model: Any):
         key = jax.random.key(jnp.asarray(self.seed, jnp.uint32))
