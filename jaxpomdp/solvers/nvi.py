@@ -215,7 +215,9 @@ class NVIState(NamedTuple):
       params, target_params: stacked node parameters (leading axis N).
       opt_state: optax state of the train step.
       actions: int32[N]; edges: int32[N, O]; active: bool[N].
-      home: int32[N] the pool slot of the belief a node was created at (-1: none).
+      home: states [N, P] the particles of the belief each node was created at
+        (the blind nodes: ``b0``'s), kept with the node: the pool is a ring and
+        overwrites its beliefs.
       last_used: int32[N] the last iteration at which a node was the best at a
         collected belief or chosen by a backup (what :func:`prune` keeps).
       num_nodes: int32[] active nodes.
@@ -354,7 +356,7 @@ def init(key: jax.Array, model: Any, config: Config = Config(), network: Optiona
     actions = jnp.zeros(N, jnp.int32).at[:A].set(jnp.arange(A, dtype=jnp.int32))
     edges = jnp.zeros((N, O), jnp.int32).at[:A].set(jnp.broadcast_to(jnp.arange(A, dtype=jnp.int32)[:, None], (A, O)))
     active = jnp.arange(N) < A
-    home = jnp.where(active, 0, -1).astype(jnp.int32)
+    home = jax.tree.map(lambda x: jnp.broadcast_to(x, (N,) + x.shape), first)
     opt_state = _optimizer(config).init(params)
     return NVIState(params, params, opt_state, actions, edges, active, home, jnp.zeros(N, jnp.int32), jnp.int32(A),
                     pool, jnp.int32(1), b0_states, jnp.int32(0), jnp.int32(0), jnp.int32(0),
@@ -542,9 +544,9 @@ def _refresh_node(key, model, st: NVIState, config: Config, apply_fn) -> NVIStat
     """
     k_n, k_s, k_r = jax.random.split(key, 3)
     A, N = model.num_actions, config.capacity
-    eligible = st.active & (st.home >= 0) & (jnp.arange(N) >= A)
+    eligible = st.active & (jnp.arange(N) >= A)
     n = jax.random.categorical(k_n, jnp.where(eligible, 0.0, -jnp.inf)).astype(jnp.int32)
-    b_states = _take(st.pool, jnp.maximum(st.home[n], 0))
+    b_states = _take(st.home, n)
     P = jax.tree.leaves(b_states)[0].shape[0]
     _, succ = _successors(jax.random.split(k_s, P), model, st, b_states, st.actions[n], apply_fn)
     cand = st._replace(edges=st.edges.at[n].set(succ))
@@ -554,7 +556,16 @@ def _refresh_node(key, model, st: NVIState, config: Config, apply_fn) -> NVIStat
                     lambda st: st, st)
 
 
-def _add_node(key, model, st: NVIState, b_states, slot, config: Config, apply_fn) -> NVIState:
+def _pool_states(key, st: NVIState, count: int):
+    """``count`` states, each a random particle of a random pooled belief."""
+    B, Pp = jax.tree.leaves(st.pool)[0].shape[:2]
+    k_b, k_p = jax.random.split(key)
+    filled = jnp.minimum(st.pool_count, B)
+    return jax.tree.map(lambda x: x[jax.random.randint(k_b, (count,), 0, filled),
+                                    jax.random.randint(k_p, (count,), 0, Pp)], st.pool)
+
+
+def _add_node(key, model, st: NVIState, b_states, config: Config, apply_fn) -> NVIState:
     """Backs up at a belief; adds the node if its simulated value beats the controller's.
 
     The candidate node (action ``a*``, edges ``n*(a*, .)``) is put in the first free
@@ -565,7 +576,7 @@ def _add_node(key, model, st: NVIState, b_states, slot, config: Config, apply_fn
     network fitted to those returns and to as many from states of random pooled
     beliefs (warm-started from the best node's network).
     """
-    k_b, k_r, k_p, k_q, k_o = jax.random.split(key, 5)
+    k_b, k_r, k_p, k_o = jax.random.split(key, 4)
     res = backup(k_b, model, st, b_states, apply_fn)
     N, R = config.capacity, config.fit_repeats
     P = jax.tree.leaves(b_states)[0].shape[0]
@@ -581,11 +592,7 @@ def _add_node(key, model, st: NVIState, b_states, slot, config: Config, apply_fn
     def do_add(st):
         # off-belief data: states of random pooled beliefs, so that the new network
         # does not extrapolate its value to states where its plan does not apply
-        B = jax.tree.leaves(st.pool)[0].shape[0]
-        Pp = jax.tree.leaves(st.pool)[0].shape[1]
-        filled = jnp.minimum(st.pool_count, B)
-        other = jax.tree.map(lambda x: x[jax.random.randint(k_p, (R * P,), 0, filled),
-                                         jax.random.randint(k_q, (R * P,), 0, Pp)], st.pool)
+        other = _pool_states(k_p, st, R * P)
         y_other = jax.vmap(lambda k, s: _controller_return(k, model, cand, s, j, config.td_steps, apply_fn))(
             jax.random.split(k_o, R * P), other)
         x_all = jnp.concatenate([_features(model, states), _features(model, other)])
@@ -595,7 +602,7 @@ def _add_node(key, model, st: NVIState, b_states, slot, config: Config, apply_fn
         return st._replace(params=_set(st.params, j, p), target_params=_set(st.target_params, j, p),
                            opt_state=opt_state, actions=st.actions.at[j].set(res.action),
                            edges=st.edges.at[j].set(res.edges), active=st.active.at[j].set(True),
-                           home=st.home.at[j].set(slot), last_used=used,
+                           home=_set(st.home, j, b_states), last_used=used,
                            num_nodes=st.num_nodes + 1, backups=st.backups + 1)
 
     return lax.cond(add, do_add, lambda st: st, st)
@@ -628,10 +635,12 @@ def train_step(key: jax.Array, model: Any, st: NVIState, config: Config, apply_f
     B = config.pool_capacity
     k_h, k_b, k_p, k_r = jax.random.split(key, 4)
     filled = jnp.minimum(st.pool_count, B)
-    use_home = (jax.random.uniform(k_h, (N, Bn)) < config.home_fraction) & (st.home >= 0)[:, None]
-    bidx = jnp.where(use_home, st.home[:, None], jax.random.randint(k_b, (N, Bn), 0, filled))
+    use_home = jax.random.uniform(k_h, (N, Bn)) < config.home_fraction
+    bidx = jax.random.randint(k_b, (N, Bn), 0, filled)
     pidx = jax.random.randint(k_p, (N, Bn), 0, P)
-    states = jax.tree.map(lambda x: x[bidx, pidx], st.pool)                     # [N, Bn]
+    rows = jnp.broadcast_to(jnp.arange(N)[:, None], (N, Bn))
+    states = jax.tree.map(lambda h, x: jnp.where(use_home.reshape(use_home.shape + (1,) * (x.ndim - 2)),
+                                                 h[rows, pidx], x[bidx, pidx]), st.home, st.pool)  # [N, Bn]
     nodes = jnp.broadcast_to(jnp.arange(N, dtype=jnp.int32)[:, None], (N, Bn))
     flat = jax.tree.map(lambda x: x.reshape((N * Bn,) + x.shape[2:]), states)
     # the sampled states (and their random numbers) split over a mesh's devices
@@ -663,7 +672,7 @@ def _write_pool(st: NVIState, states, valid):
     B = jax.tree.leaves(st.pool)[0].shape[0]
     pos = jnp.where(valid, (st.pool_count + jnp.cumsum(valid, dtype=jnp.int32) - 1) % B, B).astype(jnp.int32)
     pool = jax.tree.map(lambda buf, x: buf.at[pos].set(x, mode="drop"), st.pool, states)
-    return st._replace(pool=pool, pool_count=st.pool_count + jnp.sum(valid).astype(jnp.int32)), pos
+    return st._replace(pool=pool, pool_count=st.pool_count + jnp.sum(valid).astype(jnp.int32))
 
 
 @partial(jax.jit, static_argnames=("config", "apply_fn"))
@@ -672,15 +681,15 @@ def explore(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: 
     for key_w in jax.random.split(key, config.width):
         k_c, k_b = jax.random.split(key_w)
         states, valid, best = collect(k_c, model, st, config, apply_fn)
-        st, pos = _write_pool(st, states, valid)
+        st = _write_pool(st, states, valid)
         st = st._replace(last_used=st.last_used.at[jnp.where(valid, best, config.capacity)].set(
             st.iteration, mode="drop"))
         keys = jax.random.split(k_b, config.max_depth)
 
-        def body(i, st, states=states, valid=valid, pos=pos, keys=keys):
+        def body(i, st, states=states, valid=valid, keys=keys):
             t = config.max_depth - 1 - i
             b = _take(states, t)
-            return lax.cond(valid[t], lambda st: _add_node(keys[t], model, st, b, pos[t], config, apply_fn),
+            return lax.cond(valid[t], lambda st: _add_node(keys[t], model, st, b, config, apply_fn),
                             lambda st: st, st)
 
         st = lax.fori_loop(0, config.max_depth, body, st)
