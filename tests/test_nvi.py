@@ -6,6 +6,7 @@ import functools
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -101,7 +102,7 @@ def test_snapshot_keeps_the_newest_good_controller_not_a_clearly_worse_one():
     assert int(again.best_iteration) == 3
 
 
-def test_solve_returns_the_best_snapshot():
+def test_solve_returns_a_kept_snapshot():
     res = nvi.solve(problems.tiger(), time_limit=None, max_iterations=6, seed=0,
                     config=SMALL._replace(snapshot_every=2), warmup_steps=64)
     info = res.info
@@ -111,3 +112,31 @@ def test_solve_returns_the_best_snapshot():
     c = res.policy.controller
     assert info["num_nodes"] == int(np.sum(np.asarray(c.active)))
     assert bool(c.active[c.start])
+
+
+def test_home_beliefs_stay_with_their_nodes_when_the_pool_wraps():
+    # the pool is a ring (here 64 beliefs, 12 per iteration): refreshes and home-belief training must use the
+    # particles a node was created at, not whatever belief has since overwritten a pool slot
+    m = problems.tiger()
+    cfg = SMALL._replace(refresh_nodes=2, home_fraction=1.0, improve_tol=-1.0)
+    net = nvi.Network(*nvi.mlp(cfg.hidden, cfg.value_scale))
+    st = nvi.init(jax.random.key(0), m, cfg, net)
+    key = jax.random.key(1)
+    for i in range(8):
+        st, _ = nvi.update(jax.random.fold_in(key, i), m, st, cfg, net.apply_fn)
+    assert int(st.pool_count) > cfg.pool_capacity and int(st.backups) > 0
+    other = st._replace(pool=jax.tree.map(lambda x: 1 - x, st.pool))  # every pooled belief replaced
+    k = jax.random.key(2)
+    for i in range(4):
+        a = nvi._refresh_node(jax.random.fold_in(k, i), m, st, cfg, net.apply_fn)
+        b = nvi._refresh_node(jax.random.fold_in(k, i), m, other, cfg, net.apply_fn)
+        np.testing.assert_array_equal(np.asarray(a.edges), np.asarray(b.edges))
+    _, loss_a = nvi.train_step(k, m, st, cfg, net.apply_fn)
+    _, loss_b = nvi.train_step(k, m, other, cfg, net.apply_fn)
+    assert float(loss_a) == float(loss_b)
+    # a node added at a belief holds exactly its particles (the tiger known to be behind the left door)
+    b = jnp.zeros(cfg.num_particles, jnp.int32)
+    added = nvi._add_node(k, m, st, b, cfg._replace(improve_tol=-1e9, improve_z=-1e9), net.apply_fn)
+    new = np.flatnonzero(np.asarray(added.active) & ~np.asarray(st.active))
+    assert len(new) == 1
+    np.testing.assert_array_equal(np.asarray(added.home[new[0]]), np.asarray(b))
