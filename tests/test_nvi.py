@@ -136,7 +136,35 @@ def test_home_beliefs_stay_with_their_nodes_when_the_pool_wraps():
     assert float(loss_a) == float(loss_b)
     # a node added at a belief holds exactly its particles (the tiger known to be behind the left door)
     b = jnp.zeros(cfg.num_particles, jnp.int32)
-    added = nvi._add_node(k, m, st, b, cfg._replace(improve_tol=-1e9, improve_z=-1e9), net.apply_fn)
+    added, _ = nvi._add_node(k, m, st, b, cfg._replace(improve_tol=-1e9, improve_z=-1e9), net.apply_fn)
     new = np.flatnonzero(np.asarray(added.active) & ~np.asarray(st.active))
     assert len(new) == 1
     np.testing.assert_array_equal(np.asarray(added.home[new[0]]), np.asarray(b))
+
+
+def test_tabulated_node_values_give_the_same_backups_and_collection():
+    # a tabular model's node values are looked up per state while exploring instead of recomputed per particle
+    m = problems.get("4x3.95")
+    cfg = SMALL._replace(capacity=16, refresh_nodes=2)
+    net = nvi.Network(*nvi.mlp(cfg.hidden, cfg.value_scale))
+    st = nvi.init(jax.random.key(0), m, cfg, net)
+    st, _ = nvi.update(jax.random.key(1), m, st, cfg, net.apply_fn)
+    table = nvi._value_table(m, st, net.apply_fn, cfg)
+    assert table.shape == (16, m.num_states)
+    states, valid, best = nvi.collect(jax.random.key(2), m, st, cfg, net.apply_fn)
+    s2, v2, b2 = nvi.collect(jax.random.key(2), m, st, cfg, net.apply_fn, table)
+    np.testing.assert_array_equal(np.asarray(states), np.asarray(s2))
+    np.testing.assert_array_equal(np.asarray(best), np.asarray(b2))
+    for t in range(int(np.sum(np.asarray(valid)))):
+        a = nvi.backup(jax.random.key(3 + t), m, st, states[t], net.apply_fn)
+        b = nvi.backup(jax.random.key(3 + t), m, st, states[t], net.apply_fn, table)
+        np.testing.assert_allclose(np.asarray(a.q), np.asarray(b.q), rtol=1e-5, atol=1e-5)
+        assert int(a.action) == int(b.action) and int(a.best) == int(b.best)
+        np.testing.assert_array_equal(np.asarray(a.edges), np.asarray(b.edges))
+    # a node added while exploring gets its row; simulators get no table
+    added, t2 = nvi._add_node(jax.random.key(5), m, st, states[0], cfg._replace(improve_tol=-1e9, improve_z=-1e9),
+                              net.apply_fn, table)
+    assert int(added.num_nodes) == int(st.num_nodes) + 1
+    fresh = nvi._value_table(m, added, net.apply_fn, cfg)
+    np.testing.assert_allclose(np.asarray(t2), np.asarray(fresh), rtol=1e-5, atol=1e-5)
+    assert nvi._value_table(rocksample_sim(4, 4), st, net.apply_fn, cfg) is None

@@ -287,6 +287,30 @@ def _all_values(apply_fn, st: NVIState, feats, params=None) -> jax.Array:
     return jnp.where(st.active[:, None], v, -jnp.inf)
 
 
+#: A tabular model's node values are tabulated (``float[N, S]``) while exploring when ``N * S`` is at most this.
+MAX_TABLE_ENTRIES = 2 ** 24
+
+
+def _value_table(model: Any, st: NVIState, apply_fn, config: Config) -> Optional[jax.Array]:
+    """``f_n(s)`` for every node and state of a tabular model (``float[N, S]``), else None.
+
+    States of a :class:`~jaxpomdp.model.TabularPOMDP` are indices: a backup then
+    looks up the ``N x P`` values of its particles instead of running every node's
+    network on every particle for every action (the networks do not change during
+    :func:`explore` but for new nodes, whose rows are rewritten). Same values.
+    """
+    if not isinstance(model, TabularPOMDP) or config.capacity * model.num_states > MAX_TABLE_ENTRIES:
+        return None
+    return node_values(apply_fn, st.params, _features(model, jnp.arange(model.num_states)))
+
+
+def _values_at(apply_fn, st: NVIState, model, states, table: Optional[jax.Array]) -> jax.Array:
+    """float[N, B] every node's value at states [B] (``-inf`` for inactive nodes), from ``table`` if given."""
+    if table is None:
+        return _all_values(apply_fn, st, _features(model, states))
+    return jnp.where(st.active[:, None], table[:, states], -jnp.inf)
+
+
 def _optimizer(config: Config):
     return optax.adam(config.learning_rate)
 
@@ -381,8 +405,9 @@ def controller_of(st: NVIState, apply_fn: Callable, model: Any) -> Controller:
 
 
 # ------------------------------------------------------------------ collect
-def collect(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: Callable):
-    """One trajectory of particle beliefs from ``b0``.
+def collect(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: Callable,
+            table: Optional[jax.Array] = None):
+    """One trajectory of particle beliefs from ``b0`` (``table``: :func:`_value_table`).
 
     Returns ``(states [D, P], valid bool[D], best int32[D])``: the particles, which
     steps were taken before the hidden state ended, the best node at each belief.
@@ -428,8 +453,7 @@ def collect(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: 
         key, t = xs
         belief, true, done = carry
         k_u, k_r, k_c, k_t, k_f = jax.random.split(key, 5)
-        feats = _features(model, belief.states)
-        v = jnp.mean(_all_values(apply_fn, st, feats), axis=1)
+        v = jnp.mean(_values_at(apply_fn, st, model, belief.states, table), axis=1)
         a_ctrl = st.actions[jnp.argmax(v)]
         a_up = upper_action(k_u, true) if _has_upper(model) else a_ctrl
         a_info, gain = info_action(k_u, belief.states) if config.info_steps > 0 else (a_ctrl, 0.0)
@@ -460,14 +484,14 @@ class BackupResult(NamedTuple):
     best: jax.Array        # int32[] best node at b before
 
 
-def _successors(keys, model, st: NVIState, b_states, a, apply_fn):
+def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None):
     """``(Q(b, a), n*(a, .))``: one simulated step per particle (``keys`` [P]) and, per
     observation, the successor node best on the particles that produced it."""
     O = model.num_observations
     P = jax.tree.leaves(b_states)[0].shape[0]
     keys, b_states = distributed.constrain((keys, b_states))  # particles split over a mesh's devices
     s2, o, r, d = jax.vmap(lambda k, s: _step(model, k, s, a))(keys, b_states)
-    F = _all_values(apply_fn, st, _features(model, s2))          # [N, P]
+    F = _values_at(apply_fn, st, model, s2, table)               # [N, P]
     F = jnp.where(d[None, :], 0.0, F)
     onehot = jax.nn.one_hot(o, O, dtype=DTYPE)                    # [P, O]
     score = jnp.where(st.active[:, None], jnp.where(st.active[:, None], F, 0.0) @ onehot, -jnp.inf)
@@ -477,19 +501,21 @@ def _successors(keys, model, st: NVIState, b_states, a, apply_fn):
     return jnp.mean(r + _gamma(model) * cont), succ
 
 
-def backup(key: jax.Array, model: Any, st: NVIState, b_states: Any, apply_fn: Callable) -> BackupResult:
-    """The MCVI-style backup at a belief of equally weighted particles ``b_states`` [P]."""
+def backup(key: jax.Array, model: Any, st: NVIState, b_states: Any, apply_fn: Callable,
+           table: Optional[jax.Array] = None) -> BackupResult:
+    """The MCVI-style backup at a belief of equally weighted particles ``b_states`` [P] (``table``: the node
+    values of a tabular model's states, :func:`_value_table`)."""
     A = model.num_actions
     P = jax.tree.leaves(b_states)[0].shape[0]
 
     def per_action(args):
         a, keys = args
-        return _successors(keys, model, st, b_states, a, apply_fn)
+        return _successors(keys, model, st, b_states, a, apply_fn, table)
 
     keys = jax.random.split(key, A * P).reshape(A, P)
     q, succ = lax.map(per_action, (jnp.arange(A, dtype=jnp.int32), keys))
     a_star = jnp.argmax(q).astype(jnp.int32)
-    v_old = jnp.mean(_all_values(apply_fn, st, _features(model, b_states)), axis=1)
+    v_old = jnp.mean(_values_at(apply_fn, st, model, b_states, table), axis=1)
     return BackupResult(q, a_star, succ[a_star], jnp.max(v_old), jnp.argmax(v_old).astype(jnp.int32))
 
 
@@ -532,7 +558,7 @@ def _paired_gain(key, model, st_new: NVIState, n_new, st_old: NVIState, n_old, b
     return y, states, jnp.mean(diff) > jnp.maximum(config.improve_tol * (1 + jnp.abs(base)), config.improve_z * se)
 
 
-def _refresh_node(key, model, st: NVIState, config: Config, apply_fn) -> NVIState:
+def _refresh_node(key, model, st: NVIState, config: Config, apply_fn, table=None) -> NVIState:
     """Re-chooses the edges of one random backed-up node at its home belief, in place.
 
     The node keeps its action; its successors become the best nodes now (by the
@@ -548,7 +574,7 @@ def _refresh_node(key, model, st: NVIState, config: Config, apply_fn) -> NVIStat
     n = jax.random.categorical(k_n, jnp.where(eligible, 0.0, -jnp.inf)).astype(jnp.int32)
     b_states = _take(st.home, n)
     P = jax.tree.leaves(b_states)[0].shape[0]
-    _, succ = _successors(jax.random.split(k_s, P), model, st, b_states, st.actions[n], apply_fn)
+    _, succ = _successors(jax.random.split(k_s, P), model, st, b_states, st.actions[n], apply_fn, table)
     cand = st._replace(edges=st.edges.at[n].set(succ))
     _, _, better = _paired_gain(k_r, model, cand, n, st, n, b_states, config, apply_fn)
     change = jnp.any(eligible) & better & jnp.any(succ != st.edges[n])
@@ -565,7 +591,7 @@ def _pool_states(key, st: NVIState, count: int):
                                     jax.random.randint(k_p, (count,), 0, Pp)], st.pool)
 
 
-def _add_node(key, model, st: NVIState, b_states, config: Config, apply_fn) -> NVIState:
+def _add_node(key, model, st: NVIState, b_states, config: Config, apply_fn, table=None):
     """Backs up at a belief; adds the node if its simulated value beats the controller's.
 
     The candidate node (action ``a*``, edges ``n*(a*, .)``) is put in the first free
@@ -575,9 +601,12 @@ def _add_node(key, model, st: NVIState, b_states, config: Config, apply_fn) -> N
     beats the best node's network value by ``improve_tol``, the node is kept and its
     network fitted to those returns and to as many from states of random pooled
     beliefs (warm-started from the best node's network).
+
+    Returns ``(state, table)``: ``table`` (:func:`_value_table`, or None) with the
+    new node's row written.
     """
     k_b, k_r, k_p, k_o = jax.random.split(key, 4)
-    res = backup(k_b, model, st, b_states, apply_fn)
+    res = backup(k_b, model, st, b_states, apply_fn, table)
     N, R = config.capacity, config.fit_repeats
     P = jax.tree.leaves(b_states)[0].shape[0]
     duplicate = jnp.any(st.active & (st.actions == res.action) & jnp.all(st.edges == res.edges[None, :], axis=1))
@@ -589,7 +618,8 @@ def _add_node(key, model, st: NVIState, b_states, config: Config, apply_fn) -> N
     y, states, improves = _paired_gain(k_r, model, cand, j, cand, res.best, b_states, config, apply_fn)
     add = improves & ~duplicate & room
 
-    def do_add(st):
+    def do_add(carry):
+        st, table = carry
         # off-belief data: states of random pooled beliefs, so that the new network
         # does not extrapolate its value to states where its plan does not apply
         other = _pool_states(k_p, st, R * P)
@@ -599,13 +629,15 @@ def _add_node(key, model, st: NVIState, b_states, config: Config, apply_fn) -> N
         p = _fit(p0, x_all, jnp.concatenate([y, y_other]), config, apply_fn)
         opt_state = jax.tree.map(lambda x: x.at[j].set(0) if x.ndim and x.shape[0] == N else x, st.opt_state)
         used = st.last_used.at[res.edges].set(st.iteration).at[j].set(st.iteration)
+        if table is not None:
+            table = table.at[j].set(apply_fn(p, _features(model, jnp.arange(table.shape[1]))))
         return st._replace(params=_set(st.params, j, p), target_params=_set(st.target_params, j, p),
                            opt_state=opt_state, actions=st.actions.at[j].set(res.action),
                            edges=st.edges.at[j].set(res.edges), active=st.active.at[j].set(True),
                            home=_set(st.home, j, b_states), last_used=used,
-                           num_nodes=st.num_nodes + 1, backups=st.backups + 1)
+                           num_nodes=st.num_nodes + 1, backups=st.backups + 1), table
 
-    return lax.cond(add, do_add, lambda st: st, st)
+    return lax.cond(add, do_add, lambda carry: carry, (st, table))
 
 
 # -------------------------------------------------------------- train step
@@ -678,25 +710,26 @@ def _write_pool(st: NVIState, states, valid):
 @partial(jax.jit, static_argnames=("config", "apply_fn"))
 def explore(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: Callable) -> NVIState:
     """Belief collection and deepest-first backups of ``config.width`` trajectories."""
+    table = _value_table(model, st, apply_fn, config)  # the networks do not change here but for new nodes
     for key_w in jax.random.split(key, config.width):
         k_c, k_b = jax.random.split(key_w)
-        states, valid, best = collect(k_c, model, st, config, apply_fn)
+        states, valid, best = collect(k_c, model, st, config, apply_fn, table)
         st = _write_pool(st, states, valid)
         st = st._replace(last_used=st.last_used.at[jnp.where(valid, best, config.capacity)].set(
             st.iteration, mode="drop"))
         keys = jax.random.split(k_b, config.max_depth)
 
-        def body(i, st, states=states, valid=valid, keys=keys):
+        def body(i, carry, states=states, valid=valid, keys=keys):
             t = config.max_depth - 1 - i
             b = _take(states, t)
-            return lax.cond(valid[t], lambda st: _add_node(keys[t], model, st, b, config, apply_fn),
-                            lambda st: st, st)
+            return lax.cond(valid[t], lambda c: _add_node(keys[t], model, c[0], b, config, apply_fn, c[1]),
+                            lambda c: c, carry)
 
-        st = lax.fori_loop(0, config.max_depth, body, st)
+        st, table = lax.fori_loop(0, config.max_depth, body, (st, table))
     if config.refresh_nodes:  # a loop, not unrolled: tracing 32 copies made compiling slow
         keys_r = jax.random.split(jax.random.fold_in(key, 1), config.refresh_nodes)
         st = lax.fori_loop(0, config.refresh_nodes,
-                           lambda i, st: _refresh_node(keys_r[i], model, st, config, apply_fn), st)
+                           lambda i, st: _refresh_node(keys_r[i], model, st, config, apply_fn, table), st)
     return st._replace(iteration=st.iteration + 1)
 
 
