@@ -155,6 +155,7 @@ def test_tabulated_node_values_give_the_same_backups_and_collection():
     s2, v2, b2 = nvi.collect(jax.random.key(2), m, st, cfg, net.apply_fn, table)
     np.testing.assert_array_equal(np.asarray(states), np.asarray(s2))
     np.testing.assert_array_equal(np.asarray(best), np.asarray(b2))
+    np.testing.assert_array_equal(np.asarray(valid), np.asarray(v2))
     for t in range(int(np.sum(np.asarray(valid)))):
         a = nvi.backup(jax.random.key(3 + t), m, st, states[t], net.apply_fn)
         b = nvi.backup(jax.random.key(3 + t), m, st, states[t], net.apply_fn, table)

@@ -27,7 +27,9 @@ One :func:`update` (everything jit-compiled, static shapes) is:
    at belief ``b`` (particles ``s_i``), for every action ``a`` simulate ``(s'_i, o_i,
    r_i)``; for each ``o`` the successor ``n*(a, o) = argmax_n sum_{i: o_i = o}
    f_n(s'_i)``; ``Q(b, a) = mean_i [r_i + gamma f_{n*(a, o_i)}(s'_i)]`` (0 after a
-   terminal ``s'``). The candidate node (action ``a* = argmax_a Q(b, a)``, edges
+   terminal ``s'``; for a tabular model the values ``f_n(s)`` of all its states
+   are tabulated once per :func:`explore`, new nodes' rows rewritten, and looked
+   up). The candidate node (action ``a* = argmax_a Q(b, a)``, edges
    ``n*(a*, .)``; an observation no particle produced gets the successor best over
    all particles) is then valued by *simulation*: the controller run from it,
    ``fit_repeats`` times per particle, for ``td_steps`` steps, then the target
@@ -58,9 +60,10 @@ One :func:`update` (everything jit-compiled, static shapes) is:
    average: one-step targets propagate values around the controller's cycles too
    slowly (errors shrink by ``gamma`` per target lag) and 16-step rollouts are too
    noisy; on Tiger both left networks off by several units. Each node trains on
-   ``batch_per_node`` states, a fraction ``home_fraction`` from the belief it was created at, the rest from random
-   pooled beliefs. The train step is a pure function of fixed shapes: it traces
-   and compiles once.
+   ``batch_per_node`` states, a fraction ``home_fraction`` from the belief it was
+   created at (its particles are kept with the node: the pool is a ring that
+   overwrites old beliefs), the rest from random pooled beliefs. The train step
+   is a pure function of fixed shapes: it traces and compiles once.
 
 :func:`solve` drives it under a time limit (the first compilation excluded and
 reported apart) and reports the controller's estimated value at ``b0``,
@@ -189,8 +192,8 @@ def default_config(model: Any, **overrides) -> Config:
     improvement test. Measured (exact evaluation of the controller,
     :func:`jaxpomdp.controller.exact_value`): Tiger reaches 19.33-19.371 (optimum
     19.371) in 30 s on 4 seeds where ``Config()`` gave 16.1-16.5, RockSample_4_4
-    17.924 (SARSOP's value) in 120 s, 4x3.95 1.61-1.74 (of 1.89) where ``Config()``
-    gave 1.02. On the RockSample simulator they do worse: RockSample(7,8) in 120 s
+    17.924 (SARSOP's value) in 120 s on seeds 0-2, 4x3.95 1.818-1.834 (of 1.89) in
+    120 s on seeds 0-2 where ``Config()`` gave 1.02 (an earlier version). On the RockSample simulator they do worse: RockSample(7,8) in 120 s
     follows at 7.35 (the same settings) vs 13.72 (``Config()``), so simulators keep
     ``Config()``'s 16-step targets, periodic target copies, no refreshes and the
     plain improvement test.
