@@ -72,9 +72,9 @@ estimate is **not** a certified bound (the returned ``lower_bound`` is None); th
 policy's value is measured by simulation (:func:`jaxpomdp.simulate.evaluate`).
 Every ``snapshot_every`` iterations (:func:`snapshot`) the controller is valued
 by simulation from ``b0`` (the same particles and random numbers each time) and
-kept if it is the best so far; the solve returns the best one (the last one
-included), since the local accept tests above are noisy and the controller can
-get worse for a while.
+kept unless it is more than 2 standard errors below the best value any snapshot
+has had; the solve returns the kept one (the last one included), since the local
+accept tests above are noisy and the controller can get worse for a while.
 """
 
 from __future__ import annotations
@@ -834,7 +834,9 @@ def snapshot(key: jax.Array, model: Any, st: NVIState, apply_fn: Callable, itera
     noise favoured. Host-side (one transfer). Why: backups, edge refreshes and
     pruning each accept changes on noisy local tests, and the controller as a
     whole can get worse for a while (on 4x3.95 its exact value fell from 1.74 to
-    0.72 between 160 s and 240 s); the solve returns the controller kept.
+    0.72 between 160 s and 240 s, measured before home beliefs were kept with their
+    nodes; since then snapshots vary by about 0.05); the solve returns the
+    controller kept.
     """
     return _keep(st, *_value_controller(key, model, st, apply_fn, top), iteration)
 
