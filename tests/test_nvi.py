@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxpomdp import problems, simulate
-from jaxpomdp.controller import to_pg
+from jaxpomdp.controller import exact_value, to_pg
 from jaxpomdp.problems.rocksample_sim import rocksample_sim
 from jaxpomdp.solvers import nvi
 
@@ -80,38 +80,69 @@ def test_rocksample_simulator_smoke():
     assert np.isfinite(float(ev.mean))
 
 
-def test_snapshot_keeps_the_newest_good_controller_not_a_clearly_worse_one():
+@pytest.mark.parametrize("exact", [False, True])
+def test_snapshot_keeps_the_newest_good_controller_not_a_clearly_worse_one(exact):
     m = problems.tiger()
     net = nvi.Network(*nvi.mlp(SMALL.hidden, SMALL.value_scale))
     st = nvi.init(jax.random.key(0), m, SMALL, net)
     key = nvi._eval_key(0)
-    first = nvi.snapshot(key, m, st, net.apply_fn, 1)
-    # the blind nodes only: the best start is "listen forever", -1 per step over the 149-step horizon
+    first = nvi.snapshot(key, m, st, net.apply_fn, 1, exact=exact)
+    # the blind nodes only: the best start is "listen forever", -1 per step (simulated: over the 149-step horizon)
     assert int(first.best_iteration) == 1 and int(first.best_start) == 0
-    assert float(first.best_score) == pytest.approx(-(1 - 0.95 ** 149) / 0.05, abs=1e-3)
+    listen = -1 / 0.05 if exact else -(1 - 0.95 ** 149) / 0.05
+    assert float(first.best_score) == pytest.approx(listen, abs=1e-4 if exact else 1e-3)
     # a worse controller (every node opens the left door forever) is valued but not kept
     worse = first._replace(actions=first.actions.at[:3].set(1))
-    kept = nvi.snapshot(key, m, worse, net.apply_fn, 2)
+    kept = nvi.snapshot(key, m, worse, net.apply_fn, 2, exact=exact)
     assert int(kept.best_iteration) == 1 and float(kept.best_score) == float(first.best_score)
     assert float(kept.peak_score) == float(first.best_score)
     np.testing.assert_array_equal(np.asarray(kept.best_actions), np.asarray(st.actions))
     ctrl = nvi.best_controller(kept, net.apply_fn)
     assert int(ctrl.actions[ctrl.start]) == 0
     # one as good as the best (here: the same one again) is kept: the newest of the good ones
-    again = nvi.snapshot(key, m, kept._replace(actions=st.actions), net.apply_fn, 3)
+    again = nvi.snapshot(key, m, kept._replace(actions=st.actions), net.apply_fn, 3, exact=exact)
     assert int(again.best_iteration) == 3
 
 
-def test_solve_returns_a_kept_snapshot():
-    res = nvi.solve(problems.tiger(), time_limit=None, max_iterations=6, seed=0,
-                    config=SMALL._replace(snapshot_every=2), warmup_steps=64)
+def test_exact_snapshot_starts_from_the_best_node_not_the_networks_choice():
+    # tabular models are valued exactly: the start is the active node best at b0 by exact value, whatever the
+    # networks say (here: untrained), and an inactive node is never chosen however good its edges
+    m = problems.tiger()
+    net = nvi.Network(*nvi.mlp(SMALL.hidden, SMALL.value_scale))
+    st = nvi.init(jax.random.key(0), m, SMALL, net)
+    # node 3 listens; nodes 4 / 5 listen again after a left / right; two agreeing observations send to 6 / 7,
+    # which open the other door and go back to 3 (a good plan); disagreeing ones back to 3
+    acts = jnp.array([0, 0, 0, 2, 1], jnp.int32)
+    edges = jnp.array([[4, 5], [6, 3], [3, 7], [3, 3], [3, 3]], jnp.int32)
+    good = st._replace(actions=st.actions.at[3:8].set(acts), edges=st.edges.at[3:8].set(edges))
+    cands = [good._replace(active=good.active.at[3:8].set(on)) for on in (False, True)]
+    out = [nvi.snapshot(nvi._eval_key(0), m, c, net.apply_fn, 1, exact=True) for c in cands]
+    assert int(out[0].best_start) in (0, 1, 2) and float(out[0].best_score) == pytest.approx(-20.0, abs=1e-4)
+    assert int(out[1].best_start) == 3
+    ctrl = nvi.best_controller(out[1], net.apply_fn)
+    assert float(out[1].best_score) == pytest.approx(exact_value(ctrl, m), abs=1e-5)
+    assert float(out[1].best_score) > 0  # better than listening forever (-20)
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_solve_returns_a_kept_snapshot(exact, monkeypatch):
+    if not exact:  # Tiger too big to be valued exactly: snapshots by simulation
+        monkeypatch.setattr(nvi, "MAX_EXACT_ENTRIES", 0)
+    m = problems.tiger()
+    res = nvi.solve(m, time_limit=None, max_iterations=6, seed=0, config=SMALL._replace(snapshot_every=2),
+                    warmup_steps=64)
     info = res.info
-    assert info["controller_iteration"] in (2, 4, 6)
+    assert info["start_value_kind"] == ("exact" if exact else "simulated")
+    # simulated: every snapshot_every iterations; exact: after every iteration, and the best one is kept
+    assert info["controller_iteration"] in ((1, 2, 3, 4, 5, 6) if exact else (2, 4, 6))
     if info["controller_iteration"] == 6:  # the last one
         assert info["start_value_mc"] == pytest.approx(info["last_start_value_mc"], rel=1e-6)
     c = res.policy.controller
     assert info["num_nodes"] == int(np.sum(np.asarray(c.active)))
     assert bool(c.active[c.start])
+    if exact:
+        assert info["start_value_mc"] >= info["last_start_value_mc"]
+        assert exact_value(c, m) == pytest.approx(info["start_value_mc"], abs=1e-4)
 
 
 def test_home_beliefs_stay_with_their_nodes_when_the_pool_wraps():

@@ -74,7 +74,10 @@ Every ``snapshot_every`` iterations (:func:`snapshot`) the controller is valued
 by simulation from ``b0`` (the same particles and random numbers each time) and
 kept unless it is more than 2 standard errors below the best value any snapshot
 has had; the solve returns the kept one (the last one included), since the local
-accept tests above are noisy and the controller can get worse for a while.
+accept tests above are noisy and the controller can get worse for a while. A
+tabular model small enough is valued exactly instead (the controller's values at
+every state, :func:`jaxpomdp.controller.exact_alphas`), after every iteration:
+the solve returns the best controller it has seen, from its best start node.
 """
 
 from __future__ import annotations
@@ -148,6 +151,8 @@ class Config(NamedTuple):
       snapshot_every: every this many iterations (and at the end) the controller
         is valued by simulation from ``b0`` (:func:`snapshot`); the best one so far
         is kept in the state and :func:`solve` returns it. 0: return the last one.
+        Tabular models valued exactly (:func:`snapshot`) take a snapshot after
+        every iteration when this is not 0.
     """
 
     capacity: int = 256
@@ -808,8 +813,36 @@ def _eval_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), 0x5A5)
 
 
-def _value_controller(key, model, st: NVIState, apply_fn, top: int = 8) -> tuple[jax.Array, float, float]:
+#: Exact controller evaluation: evaluated exactly when ``N * S * max(K, O)`` is at most this.
+MAX_EXACT_ENTRIES = 2 ** 24
+
+
+def _exact_ok(model: Any, st: NVIState) -> bool:
+    """Whether :func:`snapshot` values the controller exactly: a tabular model small enough."""
+    if not isinstance(model, TabularPOMDP):
+        return False
+    _, S, K = model.next_state.shape
+    return st.actions.shape[0] * S * max(K, model.num_observations) <= MAX_EXACT_ENTRIES
+
+
+@partial(jax.jit, static_argnames=("apply_fn",))
+def _exact_start_values(model: TabularPOMDP, st: NVIState, apply_fn) -> jax.Array:
+    """float[N]: every node's exact value at ``b0`` (``-inf`` for inactive nodes)."""
+    from jaxpomdp.controller import exact_alphas
+    ctrl = Controller(st.actions, st.edges, st.active, st.params, jnp.int32(0), apply_fn)
+    v = (exact_alphas(ctrl, model) @ model.initial_belief).astype(DTYPE)
+    return jnp.where(st.active, v, -jnp.inf)
+
+
+def _value_controller(key, model, st: NVIState, apply_fn, top: int = 8,
+                      exact: Optional[bool] = None) -> tuple[jax.Array, float, float]:
     """``(start node, value, standard error)`` of the controller in ``st`` (see :func:`snapshot`); host-side."""
+    if exact is None:
+        exact = _exact_ok(model, st)
+    if exact:
+        v = _exact_start_values(model, st, apply_fn)
+        i = jnp.argmax(v).astype(jnp.int32)
+        return i, float(v[i]), 0.0
     from jaxpomdp.simulate import default_horizon
     top = int(min(top, st.actions.shape[0]))  # static: one compilation whatever the number of nodes
     cand, vals, se = _start_values(key, model, st, apply_fn, top, default_horizon(float(np.asarray(model.discount))))
@@ -828,10 +861,18 @@ def _keep(st: NVIState, start, score: float, se: float, iteration: int, z: float
                        best_start=start, best_score=jnp.asarray(score, DTYPE), best_iteration=jnp.int32(iteration))
 
 
-def snapshot(key: jax.Array, model: Any, st: NVIState, apply_fn: Callable, iteration: int, top: int = 8) -> NVIState:
-    """Values the current controller by simulation and keeps it in ``st.best_*`` unless it is clearly worse.
+def snapshot(key: jax.Array, model: Any, st: NVIState, apply_fn: Callable, iteration: int, top: int = 8,
+             exact: Optional[bool] = None) -> NVIState:
+    """Values the current controller and keeps it in ``st.best_*`` unless it is clearly worse.
 
-    The value is that of its best start node: of the ``top`` nodes best by network
+    A tabular model (``exact`` None: when ``N * S * max(K, O)`` is at most
+    :data:`MAX_EXACT_ENTRIES`; True / False force it) is valued exactly
+    (:func:`jaxpomdp.controller.exact_alphas`: the value at ``b0`` of following the
+    graph from each active node, which is then the start node). The standard
+    error is 0, so the kept controller is the best one any snapshot has seen
+    (the newest of equals). Otherwise it is valued by simulation.
+
+    By simulation, the value is that of its best start node: of the ``top`` nodes best by network
     value at ``b0``, the one whose mean simulated return from the fixed ``b0``
     particles (4 runs each, the discount's default horizon, no bootstrap) is
     highest. Every snapshot of a solve uses the same ``key`` and particles, so two
@@ -845,7 +886,7 @@ def snapshot(key: jax.Array, model: Any, st: NVIState, apply_fn: Callable, itera
     nodes; since then snapshots vary by about 0.05); the solve returns the
     controller kept.
     """
-    return _keep(st, *_value_controller(key, model, st, apply_fn, top), iteration)
+    return _keep(st, *_value_controller(key, model, st, apply_fn, top, exact), iteration)
 
 
 def best_controller(st: NVIState, apply_fn: Callable) -> Controller:
@@ -979,6 +1020,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
         start -= loop["elapsed"]
         history = [tuple(row) for row in resume.history]
     stop_reason = "time limit"
+    exact_snapshots = _exact_ok(model, st)  # cheap: every iteration
 
     def elapsed():
         return time.perf_counter() - start
@@ -1013,7 +1055,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
         if not (math.isfinite(est) and math.isfinite(float(loss))):
             check_finite("nvi", iteration, {"value estimate at b0 (node networks)": est, "train loss": loss},
                          model=model, last_good=build(*prev, iteration - 1, "numerical error", elapsed()))
-        if config.snapshot_every and iteration % config.snapshot_every == 0:
+        if config.snapshot_every and (exact_snapshots or iteration % config.snapshot_every == 0):
             st = snapshot(k_eval, model, st, apply_fn, iteration)
         last = time.perf_counter() - t_it
         row = (elapsed(), est, upper, int(st.num_nodes), int(min(int(st.pool_count), config.pool_capacity)))
@@ -1035,7 +1077,8 @@ def _result(model, st: NVIState, est, loss, iteration, stop_reason, solve_second
             upper, upper_kind, certified, k_eval, apply_fn, config) -> SolveResult:
     """The :class:`SolveResult` of a state: the best controller :func:`snapshot` has seen, the last one included
     (only the last one when ``config.snapshot_every`` is 0)."""
-    start, last_score, se = _value_controller(k_eval, model, st, apply_fn)
+    exact = _exact_ok(model, st)
+    start, last_score, se = _value_controller(k_eval, model, st, apply_fn, exact=exact)
     if not config.snapshot_every:  # the last controller, whatever its value
         st = st._replace(peak_score=jnp.asarray(-jnp.inf, DTYPE))
     best = _keep(st, start, last_score, se, iteration)
@@ -1054,12 +1097,15 @@ def _result(model, st: NVIState, est, loss, iteration, stop_reason, solve_second
         "value_estimate": est,
         "value_estimate_note": "max_n mean f_n over b0 particles; a network estimate, not a certified bound",
         "start_value_mc": start_mc,
-        "start_value_mc_note": "mean return of the controller from its start node over the b0 particles "
-                                "(top-8 nodes by network value tried; biased up by the choice, not certified)",
+        "start_value_kind": "exact" if exact else "simulated",
+        "start_value_mc_note": ("exact value at b0 of following the controller from its start node (the best "
+                                "active node); tabular model, jaxpomdp.controller.exact_alphas" if exact else
+                                "mean return of the controller from its start node over the b0 particles "
+                                "(top-8 nodes by network value tried; biased up by the choice, not certified)"),
         "controller_iteration": int(best.best_iteration),
         "controller_iteration_note": "the iteration whose controller is returned: the newest of the snapshots "
                                      "(every snapshot_every iterations and the last) within 2 standard errors "
-                                     "of the best start_value_mc",
+                                     "of the best start_value_mc (exact values: the best)",
         "last_start_value_mc": last_score,
         "upper_bound_kind": upper_kind,
         "upper_bound_value": upper,
