@@ -54,7 +54,9 @@ def test_reproducible_under_a_seed():
 
 def test_result_is_well_formed_and_beats_blind_on_tiger():
     res = _solve_tiger()
-    assert res.lower_bound is None
+    # valued exactly (a tabular model): the lower bound is the exact value of following the controller
+    assert res.lower_bound == pytest.approx(exact_value(res.policy.controller, problems.tiger()), abs=1e-4)
+    assert res.lower_bound == res.info["start_value_mc"] and res.info["start_value_kind"] == "exact"
     assert res.upper_bound == pytest.approx(189.0, abs=0.1)  # QMDP at b0, certified
     assert len(res.history) == 7 and all(len(r) == 5 for r in res.history)
     info = res.info

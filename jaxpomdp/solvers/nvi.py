@@ -68,8 +68,9 @@ One :func:`update` (everything jit-compiled, static shapes) is:
 :func:`solve` drives it under a time limit (the first compilation excluded and
 reported apart) and reports the controller's estimated value at ``b0``,
 ``max_n mean_i f_n(s_i)`` over a fixed set of ``b0`` particles, as it goes. That
-estimate is **not** a certified bound (the returned ``lower_bound`` is None); the
-policy's value is measured by simulation (:func:`jaxpomdp.simulate.evaluate`).
+estimate is **not** a certified bound; the policy's value is measured by
+simulation (:func:`jaxpomdp.simulate.evaluate`), or for a tabular model valued
+exactly (below) is the returned ``lower_bound`` (None otherwise).
 Every ``snapshot_every`` iterations (:func:`snapshot`) the controller is valued
 by simulation from ``b0`` (the same particles and random numbers each time) and
 kept unless it is more than 2 standard errors below the best value any snapshot
@@ -939,7 +940,10 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     Returns:
       A :class:`~jaxpomdp.solvers.SolveResult`: ``policy`` a
       :class:`~jaxpomdp.controller.ControllerPolicy` (its ``controller`` holds the
-      node bank), ``lower_bound`` None, ``upper_bound`` the certified QMDP /
+      node bank), ``lower_bound`` the exact value at ``b0`` of following it from
+      its start node where the model is valued exactly (a tabular model,
+      :func:`snapshot`; a lower bound on ``V*(b0)`` up to the evaluation's
+      tolerance, 1e-6, and rounding) else None, ``upper_bound`` the certified QMDP /
       fully-observable bound where known, ``history`` rows ``(seconds,
       value_estimate, upper, num_nodes, num_beliefs)`` and ``info`` with the
       controller's size (``num_nodes``, ``parameter_bytes``,
@@ -1124,6 +1128,6 @@ def _result(model, st: NVIState, est, loss, iteration, stop_reason, solve_second
         "final_loss": float(loss),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config._asdict().items()},
     }
-    return SolveResult(policy=ControllerPolicy(controller), lower_bound=None,
+    return SolveResult(policy=ControllerPolicy(controller), lower_bound=start_mc if exact else None,
                        upper_bound=upper if certified else None, solve_seconds=solve_seconds,
                        compile_seconds=compile_seconds, history=history, info=info)
