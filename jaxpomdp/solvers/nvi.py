@@ -200,7 +200,9 @@ def default_config(model: Any, **overrides) -> Config:
     controller, :func:`jaxpomdp.controller.exact_value`): Tiger reaches
     19.33-19.371 (optimum 19.371) in 30 s on 4 seeds where ``Config()`` gave
     16.1-16.5 (an earlier version), RockSample_4_4 17.924 (SARSOP's value) in 120 s
-    on seeds 0-2, 4x3.95 1.818-1.834 (of 1.89) in 120 s on seeds 0-2. On the
+    on seeds 0-1 and 17.806 on seed 2, 4x3.95 (of 1.89) 1.821-1.840 in 120 s and
+    1.835-1.848 in 300 s on seeds 0-2 (one core; the returned controller is the
+    best by exact value, :func:`snapshot`). On the
     RockSample simulator they did worse (an earlier version): RockSample(7,8) in
     120 s followed at 7.35 vs 13.72 with ``Config()``, so simulators keep
     ``Config()``'s 16-step targets, periodic target copies, no refreshes and the
