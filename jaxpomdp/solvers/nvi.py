@@ -97,7 +97,8 @@ from jax.sharding import Mesh
 
 from jaxpomdp import bounds, distributed, particles
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, stopped
-from jaxpomdp.controller import Controller, ControllerPolicy, init_params, mlp, node_values, reachable
+from jaxpomdp.controller import (Controller, ControllerPolicy, exact_alphas, init_params, mlp, node_values,
+                                 reachable)
 from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite
 
@@ -831,7 +832,6 @@ def _exact_ok(model: Any, st: NVIState) -> bool:
 @partial(jax.jit, static_argnames=("apply_fn",))
 def _exact_start_values(model: TabularPOMDP, st: NVIState, apply_fn) -> jax.Array:
     """float[N]: every node's exact value at ``b0`` (``-inf`` for inactive nodes)."""
-    from jaxpomdp.controller import exact_alphas
     ctrl = Controller(st.actions, st.edges, st.active, st.params, jnp.int32(0), apply_fn)
     v = (exact_alphas(ctrl, model) @ model.initial_belief).astype(DTYPE)
     return jnp.where(st.active, v, -jnp.inf)
