@@ -151,7 +151,7 @@ def test_home_beliefs_stay_with_their_nodes_when_the_pool_wraps():
     # the pool is a ring (here 64 beliefs, 12 per iteration): refreshes and home-belief training must use the
     # particles a node was created at, not whatever belief has since overwritten a pool slot
     m = problems.tiger()
-    cfg = SMALL._replace(refresh_nodes=2, home_fraction=1.0, improve_tol=-1.0)
+    cfg = SMALL._replace(refresh_nodes=2, home_fraction=1.0, improve_tol=-1.0, verify_successors=0)
     net = nvi.Network(*nvi.mlp(cfg.hidden, cfg.value_scale))
     st = nvi.init(jax.random.key(0), m, cfg, net)
     key = jax.random.key(1)
@@ -202,3 +202,39 @@ def test_tabulated_node_values_give_the_same_backups_and_collection():
     fresh = nvi._value_table(m, added, net.apply_fn, cfg)
     np.testing.assert_allclose(np.asarray(t2), np.asarray(fresh), rtol=1e-5, atol=1e-5)
     assert nvi._value_table(rocksample_sim(4, 4), st, net.apply_fn, cfg) is None
+
+
+def test_followed_trajectories_walk_the_controller_graph_not_the_networks_argmax():
+    # node 3 is the networks' best everywhere; its edges lead to node 4 and node 4's back to 3: a trajectory
+    # that follows the controller visits 3, 4, 3, 4, ... (the argmax policy would stay at 3)
+    m = problems.tiger()
+    cfg = SMALL._replace(follow_controller=1.0, explore_random=0.0)
+    net = nvi.Network(*nvi.mlp(cfg.hidden, cfg.value_scale))
+    st = nvi.init(jax.random.key(0), m, cfg, net)
+    listen = 0
+    st = st._replace(actions=st.actions.at[3:5].set(listen), edges=st.edges.at[3].set(4).at[4].set(3),
+                     active=st.active.at[3:5].set(True))
+    table = jnp.zeros((cfg.capacity, m.num_states)).at[3].set(100.0)
+    _, valid, best = nvi.collect(jax.random.key(1), m, st, cfg, net.apply_fn, table)
+    assert bool(np.all(np.asarray(valid)))
+    np.testing.assert_array_equal(np.asarray(best), np.where(np.arange(cfg.max_depth) % 2 == 0, 3, 4))
+
+
+@pytest.mark.parametrize("verify, expected", [(0, 1), (3, 0)])
+def test_verified_successors_are_chosen_by_running_the_controller(verify, expected):
+    # the networks (here a value table) rate the blind "open-left" node best at tiger-left states, where it
+    # loses 100; run from there (60 steps), listening forever (-1 a step) is the best of the three blind nodes
+    m = problems.tiger()
+    cfg = SMALL._replace(td_steps=60, verify_successors=verify)
+    net = nvi.Network(*nvi.mlp(cfg.hidden, cfg.value_scale))
+    st = nvi.init(jax.random.key(0), m, cfg, net)
+    table = jnp.zeros((cfg.capacity, m.num_states)).at[1].set(100.0)
+    b = jnp.zeros(cfg.num_particles, jnp.int32)  # the tiger behind the left door
+    res = nvi.backup(jax.random.key(1), m, st, b, net.apply_fn, table, cfg)
+    listen = 0
+    q_listen = float(res.q[listen])
+    assert set(np.asarray(res.edges).tolist()) == {expected}
+    if verify:  # Q from the runs: -1 now, then listening for 60 steps (-19.1), then a bootstrap weighted 0.044
+        assert q_listen == pytest.approx(-(1 - 0.95 ** 61) / 0.05, abs=1.0)
+    else:
+        assert q_listen == pytest.approx(-1 + 0.95 * 100.0)
