@@ -41,8 +41,9 @@ One :func:`update` (everything jit-compiled, static shapes) is:
    RockSample(7,8) a node valued 14.2 by its network at a late belief was worth
    0.4 (exact evaluation of the controller on the tabular model), and 150 s of
    planning (one core, seeds 0-3) followed at 19.0-20.5 (mean 19.9) with ``K = 8``
-   against 17.7-19.5 (mean 18.2) choosing by the networks. The candidate node (action ``a* = argmax_a Q(b, a)``, edges
-   ``n*(a*, .)``; an observation no particle produced gets the successor best over
+   against 17.7-19.5 (mean 18.2) choosing by the networks. The candidate node
+   (action ``a* = argmax_a Q(b, a)``, edges ``n*(a*, .)``; an observation no
+   particle produced gets the successor best over
    all particles) is then valued by *simulation*: the controller run from it,
    ``fit_repeats`` times per particle, for ``td_steps`` steps, then the target
    networks; unbiased for that controller, unlike the max inside ``Q``. The best
@@ -216,21 +217,26 @@ def default_config(model: Any, **overrides) -> Config:
     improvement test, at Adam's step 1e-3. Measured (exact evaluation of the
     controller, :func:`jaxpomdp.controller.exact_value`): Tiger reaches
     19.33-19.371 (optimum 19.371) in 30 s on 4 seeds where ``Config()`` gave
-    16.1-16.5 (an earlier version), RockSample_4_4 17.924 (SARSOP's value) in 120 s
-    on seeds 0-1 and 17.806 on seed 2, 4x3.95 (of 1.89) 1.821-1.840 in 120 s and
-    1.835-1.848 in 300 s on seeds 0-2 (one core; the returned controller is the
-    best by exact value, :func:`snapshot`). On the
+    16.1-16.5 (an earlier version), RockSample_4_4 17.924 (SARSOP's value) in 240 s
+    on seeds 0-2, 4x3.95 (of 1.89) 1.841-1.843 in 300 s on seeds 0-2 (one core each,
+    ``benchmarks/nvi.py``; the returned controller is the best by exact value,
+    :func:`snapshot`). On the
     RockSample simulator they did worse (an earlier version): RockSample(7,8) in
     120 s followed at 7.35 vs 13.72 with ``Config()``, so simulators keep
     ``Config()``'s 16-step targets, periodic target copies, no refreshes and the
-    plain improvement test. For simulators the networks' fit is what limits the
-    controller: RockSample(7,8), 120 s, seed 0, followed (1000 episodes, +- 0.4):
-    20 train steps per iteration at step 1e-3 (the earlier default) 13.35, 100 steps
-    16.79, 300 steps 16.63, 100 steps at 3e-3 17.95 (seed 1: 16.26), at 1e-2 15.89,
-    50 steps at 3e-3 (the default) 19.39 (150 s, seed 1: 16.46); with 100 steps at
-    1e-3, networks (64, 64) 13.63; with the default, capacity 384 18.25 and prune
-    age 12 17.75 (150 s). In 15 minutes (``benchmarks/nvi.py``, seed 0) the default
-    followed at 19.21 +- 0.28 (20 steps at 1e-3: 16.60 +- 0.29).
+    plain improvement test. For simulators the networks' fit limited the
+    controller first (successors chosen by the networks, an earlier version):
+    RockSample(7,8), 120 s, seed 0, followed (1000 episodes, +- 0.4): 20 train steps
+    per iteration at step 1e-3 13.35, 100 steps 16.79, 300 steps 16.63, 100 steps at
+    3e-3 17.95 (seed 1: 16.26), at 1e-2 15.89, 50 steps at 3e-3 (the default) 19.39
+    (150 s, seed 1: 16.46); with 100 steps at 1e-3, networks (64, 64) 13.63. Then
+    the choice of successors: 150 s on one core, seeds 0-3, choosing among the
+    networks' 8 best by running them (``verify_successors``, the default) 20.53,
+    19.72, 19.00, 20.26, by the networks alone 17.88, 17.97, 19.48, 17.66; seeds
+    0 / 1 with 16 candidates 18.75 / 19.58, with 8 edge refreshes per iteration
+    20.11 / 19.72, with capacity 384 19.60 / 19.61. In 15 minutes
+    (``benchmarks/nvi.py``, seed 0, one core) the default followed at 20.86 +- 0.28
+    (SARSOP: 21.3; by the networks alone, an earlier version, 2 cores: 19.21 +- 0.28).
     """
     gamma = float(np.asarray(model.discount))
     depth = 40 if gamma >= 1 else int(min(100, max(10, math.ceil(math.log(0.05) / math.log(max(gamma, 1e-3))))))
