@@ -230,11 +230,17 @@ def test_verified_successors_are_chosen_by_running_the_controller(verify, expect
     st = nvi.init(jax.random.key(0), m, cfg, net)
     table = jnp.zeros((cfg.capacity, m.num_states)).at[1].set(100.0)
     b = jnp.zeros(cfg.num_particles, jnp.int32)  # the tiger behind the left door
-    res = nvi.backup(jax.random.key(1), m, st, b, net.apply_fn, table, cfg)
     listen = 0
+    res = nvi.backup(jax.random.key(1), m, st, b, net.apply_fn, table, cfg)
     q_listen = float(res.q[listen])
     assert set(np.asarray(res.edges).tolist()) == {expected}
-    if verify:  # Q from the runs: -1 now, then listening for 60 steps (-19.1), then a bootstrap weighted 0.044
+    if verify:
+        # more candidates than active nodes: a free slot is never a successor, even one whose stale action and
+        # edges (open-right, then listen) would earn more here than listening
+        free = st._replace(actions=st.actions.at[5].set(2), edges=st.edges.at[5].set(0))
+        keys = jax.random.split(jax.random.key(1), cfg.num_particles)
+        _, succ = nvi._successors(keys, m, free, b, jnp.int32(listen), net.apply_fn, table, 8, cfg.td_steps)
+        assert set(np.asarray(succ).tolist()) == {0}  # Q from the runs: -1 now, then listening for 60 steps (-19.1), then a bootstrap weighted 0.044
         assert q_listen == pytest.approx(-(1 - 0.95 ** 61) / 0.05, abs=1.0)
     else:
         assert q_listen == pytest.approx(-1 + 0.95 * 100.0)

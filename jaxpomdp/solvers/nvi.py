@@ -565,7 +565,7 @@ def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, ve
         g = jax.vmap(lambda n: _controller_return(k, model, st, s, n, horizon, apply_fn))(nodes)
         return jnp.where(done, 0.0, g)
     y = jax.vmap(run)(k_run, s2, cand[o], d)                      # [P, K]
-    totals = onehot.T @ y                                         # [O, K]
+    totals = jnp.where(st.active[cand], onehot.T @ y, -jnp.inf)  # [O, K]; fewer than K active: never a free slot
     pick = jnp.argmax(totals, axis=1)
     succ = cand[jnp.arange(O), pick]
     cont = y[jnp.arange(P), pick[o]]
