@@ -8,6 +8,7 @@ problem.
 
     python benchmarks/nvi.py [--problems a,b,...] [--time-limit S] [--episodes 2000]
                              [--argmax-episodes 100] [--seed 0] [--json FILE] [--quick]
+                             [--set FIELD=VALUE ...]
 
 Problems: ``rocksample:n,k`` / ``rocksample:n,k:seed`` run the generative model
 (:func:`jaxpomdp.problems.rocksample_sim.rocksample_sim`; the literature's layout
@@ -18,6 +19,8 @@ other name is a file of ``../shared/problems`` or a built-in problem
 through the protocol (one-hot features). Default: RockSample (7,8), (11,11),
 (15,15), (20,20) with the issue's time limits (15, 30, 45, 60 minutes) unless
 ``--time-limit`` is given; ``--quick``: Tiger and RockSample(5,5) for 20 s each.
+``--set FIELD=VALUE`` overrides a field of :func:`jaxpomdp.solvers.nvi.default_config`
+for every problem (the JSON rows record the config used).
 
 Columns:
   * ``estimate``: the controller's value at ``b0`` by its networks (max over nodes
@@ -148,7 +151,7 @@ def run_problem(name: str, limit: float, args) -> dict:
     row = {"problem": name, "kind": type(model).__name__, "num_states": num_states,
            "num_actions": model.num_actions, "num_observations": model.num_observations,
            "time_limit": limit, "load_seconds": time.perf_counter() - t0}
-    config = nvi.default_config(model)
+    config = nvi.default_config(model, **args.overrides)
     progress = []
 
     def callback(sec, est, upper, nodes, beliefs):
@@ -195,6 +198,25 @@ def run_problem(name: str, limit: float, args) -> dict:
     return row
 
 
+def parse_overrides(items) -> dict:
+    """``["capacity=512", "hidden=[64,64]"]`` -> ``{"capacity": 512, "hidden": (64, 64)}`` (JSON values)."""
+    fields = nvi.Config._fields
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--set {item!r}: the value is not JSON ({e.msg} at column {e.colno})") from None
+        default = getattr(nvi.Config(), name)
+        if isinstance(default, tuple) != isinstance(value, list) or isinstance(value, (dict, str)):
+            raise ValueError(f"--set {item!r}: expected a value like {json.dumps(default)}")
+        out[name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
 def fmt(x, spec):
     return "-" if x is None else format(x, spec)
 
@@ -233,7 +255,13 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="results/nvi.json")
     ap.add_argument("--quick", action="store_true", help="a short smoke run")
     ap.add_argument("--verbose", action="store_true", help="print progress while planning")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a field of nvi.default_config (e.g. capacity=512; JSON values; repeatable)")
     args = ap.parse_args(argv)
+    try:
+        args.overrides = parse_overrides(args.set)
+    except ValueError as e:
+        ap.error(str(e))
     if args.episodes is None:
         args.episodes = 500 if args.quick else 2000
     if args.argmax_episodes is None:

@@ -99,3 +99,16 @@ def test_gpomdp_benchmark_quick(tmp_path):
     assert data["controllers"][0]["problem"] == "tiger" and data["controllers"][0]["point_based_lower"] == 19.3711
     assert png.exists() == (data["plot"] == str(png))
     assert "x numpy" in proc.stdout and "rel. bias" in proc.stdout
+
+
+def test_nvi_benchmark_config_overrides():
+    spec = importlib.util.spec_from_file_location("benchmark_nvi", ROOT / "benchmarks" / "nvi.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.parse_overrides(["capacity=512", "hidden=[64, 64]", "learning_rate=1e-3"]) == \
+        {"capacity": 512, "hidden": (64, 64), "learning_rate": 1e-3}
+    for bad, expected in [("capacty=512", "FIELD one of capacity"), ("capacity", "FIELD=VALUE"),
+                          ("capacity=5x", "not JSON"), ("hidden=64", "a value like [32, 32]"),
+                          ("capacity=[1]", "a value like 256")]:
+        with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+            bench.parse_overrides([bad])
