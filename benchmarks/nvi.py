@@ -211,9 +211,15 @@ def parse_overrides(items) -> dict:
         except json.JSONDecodeError as e:
             raise ValueError(f"--set {item!r}: the value is not JSON ({e.msg} at column {e.colno})") from None
         default = getattr(nvi.Config(), name)
-        if isinstance(default, tuple) != isinstance(value, list) or isinstance(value, (dict, str)):
+        if isinstance(default, tuple):
+            ok = isinstance(value, list) and all(type(v) is int for v in value)
+        elif isinstance(default, float):
+            ok = type(value) in (int, float)
+        else:
+            ok = type(value) is type(default)
+        if not ok:
             raise ValueError(f"--set {item!r}: expected a value like {json.dumps(default)}")
-        out[name] = tuple(value) if isinstance(value, list) else value
+        out[name] = tuple(value) if isinstance(value, list) else float(value) if isinstance(default, float) else value
     return out
 
 

@@ -105,10 +105,11 @@ def test_nvi_benchmark_config_overrides():
     spec = importlib.util.spec_from_file_location("benchmark_nvi", ROOT / "benchmarks" / "nvi.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    assert bench.parse_overrides(["capacity=512", "hidden=[64, 64]", "learning_rate=1e-3"]) == \
-        {"capacity": 512, "hidden": (64, 64), "learning_rate": 1e-3}
+    assert bench.parse_overrides(["capacity=512", "hidden=[64, 64]", "learning_rate=1e-3", "improve_tol=0"]) == \
+        {"capacity": 512, "hidden": (64, 64), "learning_rate": 1e-3, "improve_tol": 0.0}
     for bad, expected in [("capacty=512", "FIELD one of capacity"), ("capacity", "FIELD=VALUE"),
                           ("capacity=5x", "not JSON"), ("hidden=64", "a value like [32, 32]"),
-                          ("capacity=[1]", "a value like 256")]:
+                          ("capacity=[1]", "a value like 256"), ("capacity=1.5", "a value like 256"),
+                          ("capacity=true", "a value like 256"), ("learning_rate=\"x\"", "a value like 0.003")]:
         with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("]", r"\]")):
             bench.parse_overrides([bad])
