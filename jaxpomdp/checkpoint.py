@@ -280,6 +280,14 @@ class StopRequest:
             signal.signal(sig, handler)
         self._previous.clear()
 
+    def ignore(self) -> None:
+        """Ignores SIGINT and SIGTERM from now on (a program that is done and only exiting), and forgets the
+        previous handlers, so that leaving the context does not put them back."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
+        self._previous.clear()
+
     def __enter__(self) -> "StopRequest":
         return self.install()
 

@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 from typing import Optional, Sequence
@@ -372,7 +373,6 @@ def _mesh(devices: Optional[str]):
 
 
 def _signal_name(signum: int) -> str:
-    import signal
     try:
         return signal.Signals(signum).name
     except ValueError:
@@ -470,8 +470,14 @@ def _controller_info(info: dict) -> dict:
     return {k: info[k] for k in keys if k in info}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``jaxpomdp`` and ``scripts/solve.py``; returns the exit status."""
+def main(argv: Optional[Sequence[str]] = None, *, program: bool = False) -> int:
+    """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    ``program``: this process is the command (:func:`entry`): once the run has
+    finished (reported, or stopped and written), SIGINT and SIGTERM are ignored
+    instead of handed back to the handlers from before, so that a late Ctrl-C
+    cannot turn a finished run into a killed one while the process exits.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:
@@ -479,7 +485,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         with STOP:
-            return run(args)
+            status = run(args)
+            if program:
+                STOP.ignore()
+            return status
     except (UserError, PomdpFormatError, InvalidModelError, CheckpointError, OSError) as e:
         if args.debug:
             raise
@@ -490,5 +499,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The ``jaxpomdp`` command and ``scripts/solve.py``: :func:`main` on ``sys.argv``, then exit with its status.
+
+    After ``main`` returns, SIGINT and SIGTERM are ignored: a signal landing in the
+    interpreter's teardown, where Python no longer runs handlers, would otherwise
+    kill the finished process with the signal instead of its status.
+    """
+    status = main(program=True)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(status)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

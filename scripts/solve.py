@@ -19,12 +19,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, _before_start)
     signal.signal(signal.SIGTERM, _before_start)
 
-from jaxpomdp.cli import main  # noqa: E402  (after the handlers: importing JAX takes a second or two)
+from jaxpomdp.cli import entry  # noqa: E402  (after the handlers: importing JAX takes a second or two)
 
 if __name__ == "__main__":
-    status = main()
-    # done and reported (or stopped and written): a Ctrl-C from here on would land in the interpreter's
-    # teardown, where Python no longer handles it, and kill the process with the signal instead of this status
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sys.exit(status)
+    entry()

@@ -1,6 +1,7 @@
 """The command line: the README's main job, JSON results, policies out, user errors."""
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -145,9 +146,23 @@ def test_list_prints_every_builtin(capsys):
     assert code == 0 and out.split() == problems.names()
 
 
+def test_program_ignores_signals_once_the_run_is_done(capsys):
+    """``main(program=True)`` (the command's own process) leaves SIGINT/SIGTERM ignored when the run is
+    done, so a late Ctrl-C cannot kill the exiting process; a library call puts the old handlers back."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert run_cli(capsys, "tiger", "--solver", "blind", "--episodes", "5")[0] == 0
+        assert {sig: signal.getsignal(sig) for sig in before} == before
+        assert main(["tiger", "--solver", "blind", "--episodes", "5"], program=True) == 0
+        assert all(signal.getsignal(sig) is signal.SIG_IGN for sig in before)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def test_console_script_is_declared():
     text = (ROOT / "pyproject.toml").read_text()
-    assert 'jaxpomdp = "jaxpomdp.cli:main"' in text
+    assert 'jaxpomdp = "jaxpomdp.cli:entry"' in text
 
 
 def test_readme_python_example_runs(tmp_path, monkeypatch):
