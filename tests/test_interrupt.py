@@ -114,6 +114,18 @@ def _interrupted_trials(args_for, window: float, env, tmp: Path, seed: int):
             yield i, delays[i], rc, out, err
 
 
+def _run_two_at_a_time(argvs: list, env: dict, cwd: Path) -> list:
+    """``[(rc, stdout, stderr)]`` of ``solve.py`` with each argument list, at most two running at once."""
+    results = []
+    for j in range(0, len(argvs), 2):
+        procs = [subprocess.Popen([sys.executable, SOLVE, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env, cwd=cwd) for argv in argvs[j:j + 2]]
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            results.append((proc.returncode, out, err))
+    return results
+
+
 def _same_state(a: Path, b: Path) -> None:
     """The two checkpoints hold the same solver state, bit for bit, and the same loop variables but the clock."""
     ca, cb = checkpoint.load(a), checkpoint.load(b)
@@ -142,7 +154,7 @@ def test_sigint_point_based_ten_times_policy_loads_and_resume_matches(tmp_path, 
     window = _reference(common + ["--out", "ref.alpha", "--json", "ref.json", "--checkpoint", "ref"], env, tmp_path)
     ref_alpha = (tmp_path / "ref.alpha").read_bytes()
     ref = json.loads((tmp_path / "ref.json").read_text())
-    stopped_in_solve = 0
+    stopped_in_solve, trials = 0, {}
     for i, delay, rc, out, err in _interrupted_trials(
             lambda i: common + ["--out", f"p{i}.alpha", "--checkpoint", f"c{i}"], window, env, tmp_path, seed=8):
         what = f"trial {i} (SIGINT {delay:.2f} s after loading):\n{out}{err}"
@@ -158,13 +170,19 @@ def test_sigint_point_based_ten_times_policy_loads_and_resume_matches(tmp_path, 
             lower = float(out.split("lower bound ")[1].split(",")[0])
             assert np.max(alphas @ np.asarray(model.initial_belief)) == pytest.approx(lower, rel=1e-5), what
         assert (tmp_path / f"c{i}" / checkpoint.FILENAME).exists(), what
-        resumed = subprocess.run([sys.executable, SOLVE, *common, "--resume", f"c{i}", "--out", f"r{i}.alpha",
-                                  "--json", f"r{i}.json"], capture_output=True, text=True, env=env, cwd=tmp_path)
-        assert resumed.returncode == 0, what + resumed.stdout + resumed.stderr
+        trials[i] = what
+    # each trial's checkpoint resumed (two at a time): the uninterrupted run's result, to the bit
+    order = sorted(trials)
+    for i, (rc, out, err) in zip(order, _run_two_at_a_time(
+            [common + ["--resume", f"c{i}", "--out", f"r{i}.alpha", "--json", f"r{i}.json"] for i in order],
+            env, tmp_path)):
+        what = trials[i]
+        assert rc == 0, what + out + err
         assert (tmp_path / f"r{i}.alpha").read_bytes() == ref_alpha, what
         got = json.loads((tmp_path / f"r{i}.json").read_text())
         assert (got["lower_bound"], got["upper_bound"]) == (ref["lower_bound"], ref["upper_bound"]), what
         _same_state(tmp_path / "ref", tmp_path / f"c{i}")
+    assert len(trials) == KILLS
     assert stopped_in_solve >= 3  # most signals land in the solve itself, not before or after it
 
 
@@ -176,7 +194,7 @@ def test_sigint_nvi_ten_times_controller_loads_and_resume_matches(tmp_path, cach
     window = _reference(common + ["--out", "ref.pg", "--json", "ref.json", "--checkpoint", "ref"], env, tmp_path)
     ref_pg = (tmp_path / "ref.pg").read_bytes()
     ref = json.loads((tmp_path / "ref.json").read_text())["controller"]
-    stopped_in_solve = 0
+    stopped_in_solve, trials = 0, {}
     for i, delay, rc, out, err in _interrupted_trials(
             lambda i: common + ["--out", f"p{i}.pg", "--checkpoint", f"c{i}"], window, env, tmp_path, seed=9):
         what = f"trial {i} (SIGINT {delay:.2f} s after loading):\n{out}{err}"
@@ -188,14 +206,19 @@ def test_sigint_nvi_ten_times_controller_loads_and_resume_matches(tmp_path, cach
         assert np.isfinite(exact_value(controller, model)), what
         ev = evaluate(jax.random.key(i), model, ControllerPolicy(controller), num_episodes=50)
         assert np.isfinite(float(ev.mean)), what
-        resumed = subprocess.run([sys.executable, SOLVE, *common, "--resume", f"c{i}", "--out", f"r{i}.pg",
-                                  "--json", f"r{i}.json"], capture_output=True, text=True, env=env, cwd=tmp_path)
-        assert resumed.returncode == 0, what + resumed.stdout + resumed.stderr
+        trials[i] = what
+    order = sorted(trials)
+    for i, (rc, out, err) in zip(order, _run_two_at_a_time(
+            [common + ["--resume", f"c{i}", "--out", f"r{i}.pg", "--json", f"r{i}.json"] for i in order],
+            env, tmp_path)):
+        what = trials[i]
+        assert rc == 0, what + out + err
         assert (tmp_path / f"r{i}.pg").read_bytes() == ref_pg, what
         got = json.loads((tmp_path / f"r{i}.json").read_text())["controller"]
         assert (got["value_estimate"], got["num_nodes"], got["iterations"]) == \
                (ref["value_estimate"], ref["num_nodes"], ref["iterations"]), what
         _same_state(tmp_path / "ref", tmp_path / f"c{i}")
+    assert len(trials) == KILLS
     assert stopped_in_solve >= 3
 
 

@@ -20,6 +20,14 @@ SMALL = nvi.Config(capacity=32, hidden=(16, 16), num_particles=32, b0_particles=
                    info_steps=4, verify_successors=0)  # tabular models' default; the simulator's test below verifies
 
 
+# the solver's pieces, compiled once per shape (called eagerly, their scans and maps trace on every call)
+_backup = jax.jit(nvi.backup, static_argnames=("apply_fn", "config"))
+_collect = jax.jit(nvi.collect, static_argnames=("config", "apply_fn"))
+_add_node = jax.jit(nvi._add_node, static_argnames=("config", "apply_fn"))
+_refresh_node = jax.jit(nvi._refresh_node, static_argnames=("config", "apply_fn"))
+_train_step = jax.jit(nvi.train_step, static_argnames=("config", "apply_fn"))
+
+
 @functools.lru_cache(maxsize=None)
 def _solve_tiger(seed=0, iterations=6):
     return nvi.solve(problems.tiger(), time_limit=None, max_iterations=iterations, seed=seed, config=SMALL,
@@ -161,15 +169,15 @@ def test_home_beliefs_stay_with_their_nodes_when_the_pool_wraps():
     other = st._replace(pool=jax.tree.map(lambda x: 1 - x, st.pool))  # every pooled belief replaced
     k = jax.random.key(2)
     for i in range(4):
-        a = nvi._refresh_node(jax.random.fold_in(k, i), m, st, cfg, net.apply_fn)
-        b = nvi._refresh_node(jax.random.fold_in(k, i), m, other, cfg, net.apply_fn)
+        a = _refresh_node(jax.random.fold_in(k, i), m, st, cfg, net.apply_fn)
+        b = _refresh_node(jax.random.fold_in(k, i), m, other, cfg, net.apply_fn)
         np.testing.assert_array_equal(np.asarray(a.edges), np.asarray(b.edges))
-    _, loss_a = nvi.train_step(k, m, st, cfg, net.apply_fn)
-    _, loss_b = nvi.train_step(k, m, other, cfg, net.apply_fn)
+    _, loss_a = _train_step(k, m, st, cfg, net.apply_fn)
+    _, loss_b = _train_step(k, m, other, cfg, net.apply_fn)
     assert float(loss_a) == float(loss_b)
     # a node added at a belief holds exactly its particles (the tiger known to be behind the left door)
     b = jnp.zeros(cfg.num_particles, jnp.int32)
-    added, _ = nvi._add_node(k, m, st, b, cfg._replace(improve_tol=-1e9, improve_z=-1e9), net.apply_fn)
+    added, _ = _add_node(k, m, st, b, cfg._replace(improve_tol=-1e9, improve_z=-1e9), net.apply_fn)
     new = np.flatnonzero(np.asarray(added.active) & ~np.asarray(st.active))
     assert len(new) == 1
     np.testing.assert_array_equal(np.asarray(added.home[new[0]]), np.asarray(b))
@@ -184,20 +192,20 @@ def test_tabulated_node_values_give_the_same_backups_and_collection():
     st, _ = nvi.update(jax.random.key(1), m, st, cfg, net.apply_fn)
     table = nvi._value_table(m, st, net.apply_fn, cfg)
     assert table.shape == (16, m.num_states)
-    states, valid, best = nvi.collect(jax.random.key(2), m, st, cfg, net.apply_fn)
-    s2, v2, b2 = nvi.collect(jax.random.key(2), m, st, cfg, net.apply_fn, table)
+    states, valid, best = _collect(jax.random.key(2), m, st, cfg, net.apply_fn)
+    s2, v2, b2 = _collect(jax.random.key(2), m, st, cfg, net.apply_fn, table)
     np.testing.assert_array_equal(np.asarray(states), np.asarray(s2))
     np.testing.assert_array_equal(np.asarray(best), np.asarray(b2))
     np.testing.assert_array_equal(np.asarray(valid), np.asarray(v2))
     for t in range(int(np.sum(np.asarray(valid)))):
-        a = nvi.backup(jax.random.key(3 + t), m, st, states[t], net.apply_fn)
-        b = nvi.backup(jax.random.key(3 + t), m, st, states[t], net.apply_fn, table)
+        a = _backup(jax.random.key(3 + t), m, st, states[t], net.apply_fn)
+        b = _backup(jax.random.key(3 + t), m, st, states[t], net.apply_fn, table)
         np.testing.assert_allclose(np.asarray(a.q), np.asarray(b.q), rtol=1e-5, atol=1e-5)
         assert int(a.action) == int(b.action) and int(a.best) == int(b.best)
         np.testing.assert_array_equal(np.asarray(a.edges), np.asarray(b.edges))
     # a node added while exploring gets its row; simulators get no table
-    added, t2 = nvi._add_node(jax.random.key(5), m, st, states[0], cfg._replace(improve_tol=-1e9, improve_z=-1e9),
-                              net.apply_fn, table)
+    added, t2 = _add_node(jax.random.key(5), m, st, states[0], cfg._replace(improve_tol=-1e9, improve_z=-1e9),
+                          net.apply_fn, table)
     assert int(added.num_nodes) == int(st.num_nodes) + 1
     fresh = nvi._value_table(m, added, net.apply_fn, cfg)
     np.testing.assert_allclose(np.asarray(t2), np.asarray(fresh), rtol=1e-5, atol=1e-5)
