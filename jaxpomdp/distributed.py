@@ -36,7 +36,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["AXIS", "make_mesh", "initialize", "using", "constrain", "replicate"]
+__all__ = ["AXIS", "make_mesh", "initialize", "using", "constrain", "replicated", "replicate"]
 
 #: The name of the mesh axis the batch rows are split over.
 AXIS = "batch"
@@ -97,6 +97,17 @@ def constrain(x: Any, axis: int = 0) -> Any:
         return jax.lax.with_sharding_constraint(a, PartitionSpec(*spec))
 
     return jax.tree.map(one, x)
+
+
+def replicated(x: Any) -> Any:
+    """Inside a jitted function: the arrays of ``x`` replicated over the current mesh
+    (unchanged without one). A solver step puts this on the state it returns: left to
+    itself, XLA may split an output along the batch axis (e.g. the stacked node
+    networks), and the next call, seeing other input shardings, would compile again."""
+    mesh = _current()
+    if mesh is None or mesh.shape[AXIS] == 1:
+        return x
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, PartitionSpec()), x)
 
 
 def replicate(tree: Any, mesh: Optional[Mesh]) -> Any:

@@ -61,6 +61,9 @@ WORKER = textwrap.dedent('''
                    "actions": np.asarray(r.policy.controller.actions).tolist(),
                    "edges": np.asarray(r.policy.controller.edges).tolist(),
                    "start": int(r.policy.controller.start)} for r in runs]
+    # one compilation of each step per placement (one device, the mesh): the state a step
+    # returns has the shardings it was called with
+    out["nvi_compilations"] = {"explore": nvi.explore._cache_size(), "train": nvi.train._cache_size()}
 
     # the compiled steps are partitioned over the 4 devices
     pol = gpomdp.default_policy(m)
@@ -110,6 +113,10 @@ def test_nvi_on_a_mesh_equals_one_device(results):
     one, four = results["nvi"]
     assert (one["actions"], one["edges"], one["start"]) == (four["actions"], four["edges"], four["start"])
     assert close(four["estimate"], one["estimate"]) and close(four["loss"], one["loss"])
+
+
+def test_nvi_steps_compile_once_per_placement(results):
+    assert results["nvi_compilations"] == {"explore": 2, "train": 2}
 
 
 def test_the_steps_are_partitioned_over_the_devices(results):

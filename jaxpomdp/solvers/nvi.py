@@ -425,10 +425,10 @@ def init(key: jax.Array, model: Any, config: Config = Config(), network: Optiona
     active = jnp.arange(N) < A
     home = jax.tree.map(lambda x: jnp.broadcast_to(x, (N,) + x.shape), first)
     opt_state = _optimizer(config).init(params)
-    return NVIState(params, params, opt_state, actions, edges, active, home, jnp.zeros(N, jnp.int32), jnp.int32(A),
-                    pool, jnp.int32(1), b0_states, jnp.int32(0), jnp.int32(0), jnp.int32(0),
-                    _upper_table(model), actions, edges, active, params, jnp.int32(0), jnp.asarray(-jnp.inf, DTYPE),
-                    jnp.int32(-1), jnp.asarray(-jnp.inf, DTYPE))
+    return distributed.replicated(NVIState(
+        params, params, opt_state, actions, edges, active, home, jnp.zeros(N, jnp.int32), jnp.int32(A), pool,
+        jnp.int32(1), b0_states, jnp.int32(0), jnp.int32(0), jnp.int32(0), _upper_table(model), actions, edges,
+        active, params, jnp.int32(0), jnp.asarray(-jnp.inf, DTYPE), jnp.int32(-1), jnp.asarray(-jnp.inf, DTYPE)))
 
 
 # -------------------------------------------------------------- value at b0
@@ -804,7 +804,7 @@ def explore(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: 
         keys_r = jax.random.split(jax.random.fold_in(key, 1), config.refresh_nodes)
         st = lax.fori_loop(0, config.refresh_nodes,
                            lambda i, st: _refresh_node(keys_r[i], model, st, config, apply_fn, table), st)
-    return st._replace(iteration=st.iteration + 1)
+    return distributed.replicated(st._replace(iteration=st.iteration + 1))
 
 
 def prune(st: NVIState, model: Any, max_age: int) -> NVIState:
@@ -836,7 +836,7 @@ def train(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: Ca
     def body(st, key):
         return train_step(key, model, st, config, apply_fn)
     st, losses = lax.scan(body, st, jax.random.split(key, config.train_steps))
-    return st, jnp.mean(losses)
+    return distributed.replicated(st), jnp.mean(losses)
 
 
 def update(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: Callable):
