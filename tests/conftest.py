@@ -1,0 +1,40 @@
+"""One persistent XLA compilation cache for the whole test session.
+
+Many tests compile the same programs again: in-process (a new closure or a new
+``Config`` per test) and above all in the subprocesses they start (``solve.py``,
+the benchmark scripts, the notebooks' kernels, the 4-device and float32/float64
+workers). JAX's persistent cache (``jax_compilation_cache_dir``) hands an
+identical program's executable back instead of compiling it again; the results
+are the same executables, so no result changes. The cache lives in a temporary
+folder made by the first pytest process (the xdist controller, or the only
+process), which every xdist worker and subprocess inherits through the
+environment; it is removed at the end. With ``jax_compilation_cache_max_size`` set, JAX
+reads and writes entries under a file lock (``filelock``), so the processes that
+share it never read a half-written entry. A ``JAX_COMPILATION_CACHE_DIR`` already
+in the environment is used as it is (and kept).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+
+_OWNED = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _OWNED = tempfile.mkdtemp(prefix="jaxpomdp-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWNED
+    # only programs worth it: the many tiny eager-op compilations stay out
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))  # turns on the file lock
+    if "jax" in sys.modules:  # imported before this file (a plugin): its config has read the environment
+        import jax
+        jax.config.update("jax_compilation_cache_dir", _OWNED)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+        jax.config.update("jax_compilation_cache_max_size", 8 << 30)
+
+
+def pytest_unconfigure(config):
+    if _OWNED is not None and not hasattr(config, "workerinput"):  # the process that made it
+        shutil.rmtree(_OWNED, ignore_errors=True)
