@@ -8,8 +8,9 @@
    the best of ``--repeats`` timed calls of:
 
    * the point-based backup (:func:`jaxpomdp.solvers.point_based.backup_beliefs`)
-     of a batch of beliefs of Hallway against the vectors of a short HSVI run:
-     beliefs backed up per second;
+     of a batch of beliefs of Hallway against the vectors of a short HSVI run
+     (``--quick``: against the initial blind-policy vectors, no solve): beliefs
+     backed up per second;
    * NVI's train step (:func:`jaxpomdp.solvers.nvi.train`, Tiger, 256 nodes): train
      steps per second;
    * the GPOMDP estimator (4096 chains on the three-state system): environment
@@ -64,11 +65,16 @@ def worker(devices: int, quick: bool, repeats: int) -> dict:
 
     # point-based backup of a batch of beliefs
     model = problems.get("hallway")
-    hsvi = point_based.solve(model, time_limit=None, max_iterations=2 if quick else 4, target_gap=0.0, seed=0)
-    state = point_based.init(model, alpha_capacity=max(256, len(hsvi.alphas)))
-    state = state._replace(alphas=state.alphas.at[:len(hsvi.alphas)].set(hsvi.alphas),
-                           actions=state.actions.at[:len(hsvi.alphas)].set(hsvi.alpha_actions),
-                           num_alphas=jnp.int32(len(hsvi.alphas)))
+    if quick:  # a smoke run: the initial vectors (blind policies); no HSVI solve to compile first
+        state = point_based.init(model, alpha_capacity=256)
+        num_vectors = int(state.num_alphas)
+    else:  # the vectors of 4 HSVI steps
+        hsvi = point_based.solve(model, time_limit=None, max_iterations=4, target_gap=0.0, seed=0)
+        num_vectors = len(hsvi.alphas)
+        state = point_based.init(model, alpha_capacity=max(256, num_vectors))
+        state = state._replace(alphas=state.alphas.at[:num_vectors].set(hsvi.alphas),
+                               actions=state.actions.at[:num_vectors].set(hsvi.alpha_actions),
+                               num_alphas=jnp.int32(num_vectors))
     batch = 64 if quick else 256
     beliefs = jax.random.dirichlet(jax.random.key(0), jnp.ones(model.num_states) * 0.3, (batch,))
     valid = jnp.ones(batch, bool)
@@ -76,7 +82,7 @@ def worker(devices: int, quick: bool, repeats: int) -> dict:
         step = jax.jit(lambda st, b: point_based.backup_beliefs(model, st, b, valid, upper=False).alphas)
         seconds = _best(lambda: step(state, beliefs), repeats)
     row["backup_beliefs_per_s"] = batch / seconds
-    row["backup_vectors"] = len(hsvi.alphas)
+    row["backup_vectors"] = num_vectors
 
     # NVI train steps
     tiger = problems.get("tiger")
