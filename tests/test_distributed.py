@@ -34,8 +34,8 @@ WORKER = textwrap.dedent('''
     def leaves(tree):
         return [np.asarray(x, np.float64).ravel().tolist() for x in jax.tree.leaves(tree)]
 
-    for name, method, n in [("tiger", "hsvi", 10), ("4x3.95", "hsvi", 4), ("4x3.95", "pbvi", 4),
-                            ("4x3.95", "perseus", 3)]:
+    # HSVI on Tiger, PBVI and Perseus on 4x3.95
+    for name, method, n in [("tiger", "hsvi", 10), ("4x3.95", "pbvi", 4), ("4x3.95", "perseus", 3)]:
         m = problems.get(name)
         runs = [point_based.solve(m, method=method, time_limit=None, max_iterations=n, target_gap=0, seed=0,
                                   perseus_beliefs=200, mesh=mesh_) for mesh_ in (None, mesh)]
@@ -92,7 +92,7 @@ def close(a, b, rel=1e-5):
     return a.shape == b.shape and bool(np.all(np.abs(a - b) <= rel * (1 + np.abs(b))))
 
 
-@pytest.mark.parametrize("case", ["hsvi-tiger", "hsvi-4x3.95", "pbvi-4x3.95", "perseus-4x3.95"])
+@pytest.mark.parametrize("case", ["hsvi-tiger", "pbvi-4x3.95", "perseus-4x3.95"])
 def test_point_based_on_a_mesh_equals_one_device(results, case):
     one, four = results[case]
     assert one["vectors"] == four["vectors"]
