@@ -7,7 +7,8 @@ been loaded (during compilation, solving or the final evaluation), each followed
 by a ``--resume`` of its checkpoint. The runs share a persistent XLA compilation
 cache (in the test's temporary directory), so that only the first one pays for
 compiling; the cache hands back the same executables, so the results are not
-affected. Two runs go at a time.
+affected. Two trials go at a time (an interrupted run, then the resume of its
+checkpoint; the next trial starts as soon as one ends).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -76,8 +78,11 @@ def _outputs(args) -> list:
     return [args[j + 1] for j, a in enumerate(args) if a in ("--out", "--json", "--checkpoint")]
 
 
-def _interrupted_trials(args_for, window: float, env, tmp: Path, seed: int):
-    """Starts the ten interrupted runs two at a time; yields ``(i, delay, rc, out, err)``.
+def _trials(args_for, resume_for, window: float, env, tmp: Path, seed: int) -> dict:
+    """The ten trials, two at a time (a thread each, a new one as soon as one ends): ``solve.py`` with
+    ``args_for(i)``, interrupted with SIGINT at a random moment after its first line, then
+    ``solve.py`` with ``resume_for(i)``. Returns ``{i: (delay, (rc, out, err), (rc, out, err) of the
+    resume)}``.
 
     A run that ends before its signal (it ran faster than the timed reference run,
     e.g. because the machine got less busy) is not a trial: its outputs are removed
@@ -86,44 +91,35 @@ def _interrupted_trials(args_for, window: float, env, tmp: Path, seed: int):
     """
     rng = random.Random(seed)
     delays = [rng.uniform(0.0, 0.9 * window) for _ in range(KILLS)]
-    pending, retries = list(range(KILLS)), [0] * KILLS
-    while pending:
-        runs = [(i, Run(args_for(i), env, tmp)) for i in pending[:2]]
-        pending = pending[2:]
-        signalled = {}
-        for i, run in runs:  # kill each at its delay after its first line
-            wait = run.header + delays[i] - time.monotonic()
+
+    def trial(i):
+        delay = delays[i]
+        for attempt in range(4):
+            run = Run(args_for(i), env, tmp)
+            wait = run.header + delay - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            signalled[i] = run.proc.poll() is None
-            if signalled[i]:
+            signalled = run.proc.poll() is None
+            if signalled:
                 run.proc.send_signal(signal.SIGINT)
-        for i, run in runs:
             rc, out, err = run.finish()
-            if not signalled[i] or rc == 0:  # finished before the signal (or as it was sent)
-                retries[i] += 1
-                assert retries[i] <= 3, f"trial {i}: finished before its signal {retries[i]} times:\n{out}{err}"
-                for path in (tmp / name for name in _outputs(args_for(i))):
-                    if path.is_dir():
-                        shutil.rmtree(path)
-                    else:
-                        path.unlink(missing_ok=True)
-                delays[i] *= 0.5
-                pending.append(i)
-                continue
-            yield i, delays[i], rc, out, err
+            if signalled and rc != 0:
+                break
+            # finished before its signal (or as it was sent)
+            assert attempt < 3, f"trial {i}: finished before its signal {attempt + 1} times:\n{out}{err}"
+            for path in (tmp / name for name in _outputs(args_for(i))):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+            delay *= 0.5
+        resumed = subprocess.run([sys.executable, SOLVE, *resume_for(i)], capture_output=True, text=True, env=env,
+                                 cwd=tmp, timeout=300)
+        return delay, (rc, out, err), (resumed.returncode, resumed.stdout, resumed.stderr)
 
-
-def _run_two_at_a_time(argvs: list, env: dict, cwd: Path) -> list:
-    """``[(rc, stdout, stderr)]`` of ``solve.py`` with each argument list, at most two running at once."""
-    results = []
-    for j in range(0, len(argvs), 2):
-        procs = [subprocess.Popen([sys.executable, SOLVE, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, env=env, cwd=cwd) for argv in argvs[j:j + 2]]
-        for proc in procs:
-            out, err = proc.communicate(timeout=300)
-            results.append((proc.returncode, out, err))
-    return results
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {i: pool.submit(trial, i) for i in range(KILLS)}
+        return {i: f.result() for i, f in futures.items()}
 
 
 def _same_state(a: Path, b: Path) -> None:
@@ -154,9 +150,11 @@ def test_sigint_point_based_ten_times_policy_loads_and_resume_matches(tmp_path, 
     window = _reference(common + ["--out", "ref.alpha", "--json", "ref.json", "--checkpoint", "ref"], env, tmp_path)
     ref_alpha = (tmp_path / "ref.alpha").read_bytes()
     ref = json.loads((tmp_path / "ref.json").read_text())
-    stopped_in_solve, trials = 0, {}
-    for i, delay, rc, out, err in _interrupted_trials(
-            lambda i: common + ["--out", f"p{i}.alpha", "--checkpoint", f"c{i}"], window, env, tmp_path, seed=8):
+    trials = _trials(lambda i: common + ["--out", f"p{i}.alpha", "--checkpoint", f"c{i}"],
+                     lambda i: common + ["--resume", f"c{i}", "--out", f"r{i}.alpha", "--json", f"r{i}.json"],
+                     window, env, tmp_path, seed=8)
+    stopped_in_solve = 0
+    for i, (delay, (rc, out, err), (rrc, rout, rerr)) in sorted(trials.items()):
         what = f"trial {i} (SIGINT {delay:.2f} s after loading):\n{out}{err}"
         assert rc == 128 + signal.SIGINT, what
         assert "Traceback" not in err, what
@@ -170,14 +168,8 @@ def test_sigint_point_based_ten_times_policy_loads_and_resume_matches(tmp_path, 
             lower = float(out.split("lower bound ")[1].split(",")[0])
             assert np.max(alphas @ np.asarray(model.initial_belief)) == pytest.approx(lower, rel=1e-5), what
         assert (tmp_path / f"c{i}" / checkpoint.FILENAME).exists(), what
-        trials[i] = what
-    # each trial's checkpoint resumed (two at a time): the uninterrupted run's result, to the bit
-    order = sorted(trials)
-    for i, (rc, out, err) in zip(order, _run_two_at_a_time(
-            [common + ["--resume", f"c{i}", "--out", f"r{i}.alpha", "--json", f"r{i}.json"] for i in order],
-            env, tmp_path)):
-        what = trials[i]
-        assert rc == 0, what + out + err
+        # its checkpoint resumed: the uninterrupted run's result, to the bit
+        assert rrc == 0, what + rout + rerr
         assert (tmp_path / f"r{i}.alpha").read_bytes() == ref_alpha, what
         got = json.loads((tmp_path / f"r{i}.json").read_text())
         assert (got["lower_bound"], got["upper_bound"]) == (ref["lower_bound"], ref["upper_bound"]), what
@@ -194,9 +186,11 @@ def test_sigint_nvi_ten_times_controller_loads_and_resume_matches(tmp_path, cach
     window = _reference(common + ["--out", "ref.pg", "--json", "ref.json", "--checkpoint", "ref"], env, tmp_path)
     ref_pg = (tmp_path / "ref.pg").read_bytes()
     ref = json.loads((tmp_path / "ref.json").read_text())["controller"]
-    stopped_in_solve, trials = 0, {}
-    for i, delay, rc, out, err in _interrupted_trials(
-            lambda i: common + ["--out", f"p{i}.pg", "--checkpoint", f"c{i}"], window, env, tmp_path, seed=9):
+    trials = _trials(lambda i: common + ["--out", f"p{i}.pg", "--checkpoint", f"c{i}"],
+                     lambda i: common + ["--resume", f"c{i}", "--out", f"r{i}.pg", "--json", f"r{i}.json"],
+                     window, env, tmp_path, seed=9)
+    stopped_in_solve = 0
+    for i, (delay, (rc, out, err), (rrc, rout, rerr)) in sorted(trials.items()):
         what = f"trial {i} (SIGINT {delay:.2f} s after loading):\n{out}{err}"
         assert rc == 128 + signal.SIGINT, what
         assert "Traceback" not in err, what
@@ -206,13 +200,7 @@ def test_sigint_nvi_ten_times_controller_loads_and_resume_matches(tmp_path, cach
         assert np.isfinite(exact_value(controller, model)), what
         ev = evaluate(jax.random.key(i), model, ControllerPolicy(controller), num_episodes=50)
         assert np.isfinite(float(ev.mean)), what
-        trials[i] = what
-    order = sorted(trials)
-    for i, (rc, out, err) in zip(order, _run_two_at_a_time(
-            [common + ["--resume", f"c{i}", "--out", f"r{i}.pg", "--json", f"r{i}.json"] for i in order],
-            env, tmp_path)):
-        what = trials[i]
-        assert rc == 0, what + out + err
+        assert rrc == 0, what + rout + rerr
         assert (tmp_path / f"r{i}.pg").read_bytes() == ref_pg, what
         got = json.loads((tmp_path / f"r{i}.json").read_text())["controller"]
         assert (got["value_estimate"], got["num_nodes"], got["iterations"]) == \
