@@ -248,7 +248,8 @@ def test_verified_successors_are_chosen_by_running_the_controller(verify, expect
         free = st._replace(actions=st.actions.at[5].set(2), edges=st.edges.at[5].set(0))
         keys = jax.random.split(jax.random.key(1), cfg.num_particles)
         _, succ = nvi._successors(keys, m, free, b, jnp.int32(listen), net.apply_fn, table, 8, cfg.td_steps)
-        assert set(np.asarray(succ).tolist()) == {0}  # Q from the runs: -1 now, then listening for 60 steps (-19.1), then a bootstrap weighted 0.044
+        assert set(np.asarray(succ).tolist()) == {0}
+        # Q from the runs: -1 now, then listening for 60 steps (-19.1), then a bootstrap weighted 0.044
         assert q_listen == pytest.approx(-(1 - 0.95 ** 61) / 0.05, abs=1.0)
     else:
         assert q_listen == pytest.approx(-1 + 0.95 * 100.0)
