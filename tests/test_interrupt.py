@@ -5,8 +5,8 @@ Each test runs the command line in subprocesses: one uninterrupted reference run
 then ten runs interrupted with SIGINT at a random moment after the problem has
 been loaded (during compilation, solving or the final evaluation), each followed
 by a ``--resume`` of its checkpoint. The runs share a persistent XLA compilation
-cache (in the test's temporary directory), so that only the first one pays for
-compiling; the cache hands back the same executables, so the results are not
+cache (the test session's, else one in the test's temporary directory), so that
+at most the first one pays for compiling; the cache hands back the same executables, so the results are not
 affected. Two trials go at a time (an interrupted run, then the resume of its
 checkpoint; the next trial starts as soon as one ends).
 """
@@ -139,7 +139,10 @@ def _same_state(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("xla-cache")
+    """The session's compilation cache (tests/conftest.py), where earlier tests may have compiled the same
+    programs; else one of this module's own."""
+    shared = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    return Path(shared) if shared else tmp_path_factory.mktemp("xla-cache")
 
 
 def test_sigint_point_based_ten_times_policy_loads_and_resume_matches(tmp_path, cache):
