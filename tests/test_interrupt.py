@@ -6,9 +6,10 @@ then ten runs interrupted with SIGINT at a random moment after the problem has
 been loaded (during compilation, solving or the final evaluation), each followed
 by a ``--resume`` of its checkpoint. The runs share a persistent XLA compilation
 cache (the test session's, else one in the test's temporary directory), so that
-at most the first one pays for compiling; the cache hands back the same executables, so the results are not
-affected. Two trials go at a time (an interrupted run, then the resume of its
-checkpoint; the next trial starts as soon as one ends).
+at most the first one pays for compiling; the cache hands back the same
+executables, so the results are not affected. Two trials go at a time (an
+interrupted run, then the resume of its checkpoint; the next trial starts as
+soon as one ends).
 """
 
 from __future__ import annotations
