@@ -13,8 +13,8 @@ Without a mesh nothing changes. With one, the solver runs under
 :func:`jax.set_mesh` and its jitted steps put a sharding constraint on the batch
 axis (:func:`constrain`) and keep the state they return replicated
 (:func:`replicated`: each step then compiles once); XLA partitions the rest
-(GSPMD) and inserts the collectives (the reductions over the batch). Results equal the single-device
-ones up to the order of floating-point sums.
+(GSPMD) and inserts the collectives (the reductions over the batch). Results
+equal the single-device ones up to the order of floating-point sums.
 
 One host, all its devices::
 

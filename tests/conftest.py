@@ -8,9 +8,9 @@ identical program's executable back instead of compiling it again; the results
 are the same executables, so no result changes. The cache lives in a temporary
 folder made by the first pytest process (the xdist controller, or the only
 process), which every xdist worker and subprocess inherits through the
-environment; it is removed at the end. With ``jax_compilation_cache_max_size`` set, JAX
-reads and writes entries under a file lock (``filelock``), so the processes that
-share it never read a half-written entry. A ``JAX_COMPILATION_CACHE_DIR`` already
+environment; it is removed at the end. With ``jax_compilation_cache_max_size``
+set, JAX reads and writes entries under a file lock (``filelock``), so the
+processes that share it never read a half-written entry. A ``JAX_COMPILATION_CACHE_DIR`` already
 in the environment is used as it is (and kept).
 """
 
@@ -21,18 +21,23 @@ import shutil
 import sys
 import tempfile
 
+#: Programs that compile faster than this stay out (the many tiny eager-op compilations).
+MIN_COMPILE_SECONDS = 0.2
+#: A size limit turns on JAX's file lock.
+MAX_BYTES = 8 << 30
+
 _OWNED = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _OWNED = tempfile.mkdtemp(prefix="jaxpomdp-tests-xla-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWNED
-    # only programs worth it: the many tiny eager-op compilations stay out
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))  # turns on the file lock
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(MIN_COMPILE_SECONDS))
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(MAX_BYTES))
     if "jax" in sys.modules:  # imported before this file (a plugin): its config has read the environment
         import jax
         jax.config.update("jax_compilation_cache_dir", _OWNED)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-        jax.config.update("jax_compilation_cache_max_size", 8 << 30)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+        jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
 
 
 def pytest_unconfigure(config):
