@@ -18,6 +18,14 @@ during a solve stops it at the next step: the policy so far goes to ``--out``
 (or into the checkpoint directory), the checkpoint is written, and the exit
 status is 128 + the signal number (130, 143). A second Ctrl-C aborts at once
 (files are written atomically, so none is ever half-written).
+
+The command keeps the XLA programs it compiles in JAX's persistent compilation
+cache, ``$XDG_CACHE_HOME/jaxpomdp/xla`` (else ``~/.cache/jaxpomdp/xla``; at most
+2 GiB, least recently used first out, file-locked so that runs at the same time
+share it safely): a second run of the same solver on a problem of the same sizes
+loads them instead of compiling again (:func:`use_compile_cache`). A folder named
+in ``JAX_COMPILATION_CACHE_DIR`` is used instead, as JAX configures it;
+``--no-compile-cache`` turns the cache off.
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ import os
 import signal
 import sys
 import time
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
 
 import jax
 
@@ -41,7 +50,7 @@ from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP
 from jaxpomdp.simulate import evaluate
 from jaxpomdp.solvers import POLICY_GRADIENT, SOLVERS
 
-__all__ = ["main", "build_parser", "resolve_problem"]
+__all__ = ["main", "build_parser", "resolve_problem", "use_compile_cache", "default_cache_dir"]
 
 DEFAULT_SOLVER = "hsvi"
 
@@ -54,6 +63,11 @@ EXIT_NUMERICAL = 3
 #: Solvers that run step by step: they take --max-iterations, --checkpoint, --resume
 #: and stop at the next step on Ctrl-C (blind and qmdp are one compiled call).
 ITERATIVE = ("hsvi", "pbvi", "perseus", "nvi", "gpomdp", "conjpomdp")
+
+#: The command's compilation cache: at most this many bytes (the least recently used
+#: programs are removed first), and only programs that took this long to compile.
+COMPILE_CACHE_BYTES = 2 << 30
+COMPILE_CACHE_MIN_SECONDS = 0.2
 
 
 class UserError(Exception):
@@ -109,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", metavar="DIR",
                    help="continue the solve saved in DIR (same problem, solver, seed and settings); "
                         "checkpoints go on being written there unless --checkpoint names another DIR")
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="do not keep compiled programs between runs (default: kept in "
+                        "$XDG_CACHE_HOME/jaxpomdp/xla or ~/.cache/jaxpomdp/xla, or in JAX_COMPILATION_CACHE_DIR)")
     p.add_argument("--list", action="store_true", help="list the built-in problems and exit")
     p.add_argument("--quiet", action="store_true", help="no progress on standard error")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -470,19 +487,63 @@ def _controller_info(info: dict) -> dict:
     return {k: info[k] for k in keys if k in info}
 
 
+def default_cache_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_CACHE_HOME/jaxpomdp/xla``, else ``~/.cache/jaxpomdp/xla``."""
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "jaxpomdp" / "xla"
+
+
+def use_compile_cache(enabled: bool = True) -> Optional[str]:
+    """Turns on JAX's persistent compilation cache for this process; returns its folder (None: off).
+
+    A folder already configured (``JAX_COMPILATION_CACHE_DIR``, or the program
+    embedding this one) is kept with JAX's settings. Otherwise the cache goes in
+    :func:`default_cache_dir`, bounded to :data:`COMPILE_CACHE_BYTES` and locked
+    with ``filelock`` (JAX reads and writes its entries under the lock, so runs at
+    the same time never see half-written ones). Nothing is cached when the folder
+    cannot be created or written, or ``filelock`` is missing: the run only compiles
+    as it would without a cache. The command (:func:`main` with ``program=True``)
+    calls this before solving.
+    """
+    if not enabled:
+        return None
+    configured = jax.config.jax_compilation_cache_dir
+    if configured:
+        return configured
+    try:
+        import filelock  # noqa: F401  (JAX locks the bounded cache with it)
+    except ImportError:
+        return None
+    path = default_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(path, os.W_OK | os.X_OK):
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_BYTES)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", COMPILE_CACHE_MIN_SECONDS)
+    return str(path)
+
+
 def main(argv: Optional[Sequence[str]] = None, *, program: bool = False) -> int:
     """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
-    ``program``: this process is the command (:func:`entry`): once the run has
-    finished (reported, or stopped and written), SIGINT and SIGTERM are ignored
-    instead of handed back to the handlers from before, so that a late Ctrl-C
-    cannot turn a finished run into a killed one while the process exits.
+    ``program``: this process is the command (:func:`entry`): compiled programs are
+    kept between runs (:func:`use_compile_cache`, unless ``--no-compile-cache``), and
+    once the run has finished (reported, or stopped and written), SIGINT and SIGTERM
+    are ignored instead of handed back to the handlers from before, so that a late
+    Ctrl-C cannot turn a finished run into a killed one while the process exits. A
+    program calling ``main`` keeps its own JAX configuration.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(problems.names()))
         return 0
+    if program:
+        use_compile_cache(not args.no_compile_cache)
     try:
         with STOP:
             status = run(args)

@@ -1,15 +1,17 @@
 """The command line: the README's main job, JSON results, policies out, user errors."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
-from jaxpomdp import bounds, problems
+from jaxpomdp import bounds, cli, problems
 from jaxpomdp.cli import main
 from jaxpomdp.io.alpha import read_alpha
 
@@ -27,13 +29,36 @@ def run_cli(capsys, *argv):
 
 
 def test_script_runs_the_default_problem_as_a_user_would(tmp_path):
+    # a user's environment: no compilation cache configured, so the command keeps its own in the user's cache
+    # folder; a second run loads the compiled HSVI step from it instead of compiling it again
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "user-cache")
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "solve.py"), "--json", "r.json"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "tiger" in proc.stdout and "lower bound" in proc.stdout and "simulated" in proc.stdout
     record = json.loads((tmp_path / "r.json").read_text())
     assert FIELDS <= set(record)
     assert record["problem"] == problems.DEFAULT
+    cache = tmp_path / "user-cache" / "jaxpomdp" / "xla"
+    assert any(p.name.endswith("-cache") for p in cache.iterdir()), sorted(p.name for p in cache.iterdir())
+    again = subprocess.run([sys.executable, str(ROOT / "scripts" / "solve.py"), "--json", "r2.json"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300, env={**env, "JAX_LOG_COMPILES": "1"})
+    assert again.returncode == 0, again.stderr
+    assert "Persistent compilation cache hit for 'jit_update'" in again.stderr
+    assert json.loads((tmp_path / "r2.json").read_text())["lower_bound"] == record["lower_bound"]
+
+
+def test_compile_cache_folder_and_switch(tmp_path):
+    assert cli.default_cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "jaxpomdp" / "xla"
+    home = cli.default_cache_dir({})
+    assert home.parts[-3:] == (".cache", "jaxpomdp", "xla")
+    before = jax.config.jax_compilation_cache_dir
+    assert cli.use_compile_cache(False) is None
+    # a folder already configured (here the test session's, tests/conftest.py) is kept as it is
+    assert cli.use_compile_cache(True) == before
+    assert jax.config.jax_compilation_cache_dir == before
+    assert cli.build_parser().parse_args(["--no-compile-cache"]).no_compile_cache
 
 
 @pytest.mark.parametrize("solver", ["blind", "qmdp", "hsvi"])
