@@ -54,8 +54,9 @@ def test_compile_cache_folder_and_switch(tmp_path):
     home = cli.default_cache_dir({})
     assert home.parts[-3:] == (".cache", "jaxpomdp", "xla")
     before = jax.config.jax_compilation_cache_dir
+    assert before  # the test session's (tests/conftest.py)
     assert cli.use_compile_cache(False) is None
-    # a folder already configured (here the test session's, tests/conftest.py) is kept as it is
+    # a folder already configured is kept as it is
     assert cli.use_compile_cache(True) == before
     assert jax.config.jax_compilation_cache_dir == before
     assert cli.build_parser().parse_args(["--no-compile-cache"]).no_compile_cache
