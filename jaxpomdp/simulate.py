@@ -103,7 +103,15 @@ def rollout(key: jax.Array, model: Any, policy: Any, horizon: int) -> Trajectory
     """
     key_init, key_steps = jax.random.split(key)
     keys = jax.random.split(key_steps, horizon)
+    step = _step_fn(model, policy)
+    init = (model.initial_state(key_init), policy.init(model), jnp.zeros((), bool))
+    _, (states, actions, observations, rewards, dones) = lax.scan(step, init, keys)
+    return Trajectory(states, actions, observations, rewards, dones, _discounted(model, rewards))
 
+
+def _step_fn(model: Any, policy: Any):
+    """One step of an episode, ``(state, memory, done), key -> carry, (state, action, obs, reward, done)``;
+    after ``done`` the state and memory stay frozen and the reward is 0."""
     def step(carry, key):
         state, memory, done = carry
         key_act, key_step = jax.random.split(key)
@@ -118,11 +126,38 @@ def rollout(key: jax.Array, model: Any, policy: Any, horizon: int) -> Trajectory
         next_done = done | terminal
         carry = (_where_tree(done, state, next_state), _where_tree(done, memory, next_memory), next_done)
         return carry, (state, action, jnp.asarray(obs, jnp.int32), reward, next_done)
+    return step
 
-    init = (model.initial_state(key_init), policy.init(model), jnp.zeros((), bool))
-    _, (states, actions, observations, rewards, dones) = lax.scan(step, init, keys)
+
+def _discounted(model: Any, rewards: jax.Array) -> jax.Array:
+    """``sum_t gamma^t rewards[..., t]``."""
+    horizon = rewards.shape[-1]
     discounts = jnp.asarray(model.discount, rewards.dtype) ** jnp.arange(horizon, dtype=rewards.dtype)
-    return Trajectory(states, actions, observations, rewards, dones, jnp.sum(discounts * rewards))
+    return jnp.sum(discounts * rewards, axis=-1)
+
+
+def _batch_returns(keys: jax.Array, model: Any, policy: Any, horizon: int) -> jax.Array:
+    """``rollout(keys[i], model, policy, horizon).discounted_return`` for a batch of keys, the same numbers,
+    in a loop over time that stops once every episode of the batch is done (a terminating model then skips
+    the steps that would only add zeros)."""
+    B = keys.shape[0]
+    step = jax.vmap(_step_fn(model, policy))
+    split = jax.vmap(jax.random.split)(keys)
+    step_keys = jax.vmap(lambda k: jax.random.split(k, horizon))(split[:, 1])          # [B, H]
+    carry = jax.vmap(lambda k: (model.initial_state(k), policy.init(model), jnp.zeros((), bool)))(split[:, 0])
+    reward_t = jax.eval_shape(step, carry, step_keys[:, 0])[1][3]
+    rewards = jnp.zeros((B, horizon), reward_t.dtype)
+
+    def body(c):
+        t, carry, rewards = c
+        carry, out = step(carry, step_keys[:, t])
+        return t + 1, carry, rewards.at[:, t].set(out[3])
+
+    def running(c):
+        t, carry, _ = c
+        return (t < horizon) & ~jnp.all(carry[2])
+    _, _, rewards = lax.while_loop(running, body, (jnp.int32(0), carry, rewards))
+    return _discounted(model, rewards)
 
 
 def default_horizon(discount: float, *, tolerance: float = 0.01, cap: int = MAX_DEFAULT_HORIZON) -> int:
@@ -162,8 +197,7 @@ def _returns_stats(key, model, policy, num_episodes, horizon, batch_size):
     per_batch = -(-num_episodes // num_batches)
     keys = jax.random.split(key, num_episodes)
     keys = jnp.concatenate([keys, keys[: num_batches * per_batch - num_episodes]])
-    episode_return = lambda k: rollout(k, model, policy, horizon).discounted_return  # noqa: E731
-    returns = lax.map(jax.vmap(episode_return), keys.reshape(num_batches, per_batch))
+    returns = lax.map(lambda k: _batch_returns(k, model, policy, horizon), keys.reshape(num_batches, per_batch))
     returns = returns.reshape(-1)[:num_episodes]
     mean = jnp.mean(returns)
     if num_episodes == 1:  # one sample says nothing about the spread
@@ -181,7 +215,9 @@ def evaluate(key: jax.Array, model: Any, policy: Any, *, num_episodes: int = 100
     memory), in one jit-compiled function (compiled once per model/policy
     structure, number of episodes, horizon and batch size). Episode ``i`` uses the
     ``i``-th key of ``jax.random.split(key, num_episodes)``, so the result does not
-    depend on ``batch_size``.
+    depend on ``batch_size``; each return is :func:`rollout`'s for that key. A batch
+    stops simulating once all its episodes have reached a terminal state (the rest
+    of the horizon would only add zeros).
 
     Args:
       key: a PRNG key.

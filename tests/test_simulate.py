@@ -220,3 +220,31 @@ def test_alpha_vector_policy_value_and_action():
 
 def test_docstring_examples():
     assert doctest.testmod(simulate).failed == 0
+
+
+def test_evaluate_stops_a_batch_early_with_the_rollouts_returns():
+    # a terminating simulator and a random controller: the episodes end at different steps (some never);
+    # evaluate's loop over time (stopped once a whole batch is done) gives each rollout's return
+    from jaxpomdp.controller import Controller, ControllerPolicy
+    from jaxpomdp.problems.rocksample_sim import rocksample_sim
+    m = rocksample_sim(4, 4)
+    rng = np.random.default_rng(3)
+    N = 12
+    c = Controller(jnp.asarray(rng.integers(0, m.num_actions, N), jnp.int32),
+                   jnp.asarray(rng.integers(0, N, (N, m.num_observations)), jnp.int32), jnp.ones(N, bool), None,
+                   jnp.int32(0))
+    pol = ControllerPolicy(c)
+    keys = jax.random.split(jax.random.key(5), 40)
+    ref = jax.jit(jax.vmap(lambda k: simulate.rollout(k, m, pol, 25)))(keys)
+    done_at = np.argmax(np.asarray(ref.dones), axis=1)
+    assert np.asarray(ref.dones)[:, -1].any() and not np.asarray(ref.dones)[:, -1].all()
+    assert len(set(done_at[np.asarray(ref.dones)[:, -1]].tolist())) > 3
+    got = jax.jit(simulate._batch_returns, static_argnums=3)(keys, m, pol, 25)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref.discounted_return), rtol=1e-6, atol=1e-6)
+    ev = simulate.evaluate(jax.random.key(5), m, pol, num_episodes=40, horizon=25, batch_size=16)
+    r = np.asarray(ref.discounted_return, np.float64)
+    assert float(ev.mean) == pytest.approx(r.mean(), rel=1e-5, abs=1e-5)
+    assert float(ev.stderr) == pytest.approx(r.std(ddof=1) / np.sqrt(40), rel=1e-4)
+    # every episode done: the loop ends before the horizon; the returns are the same with a longer one
+    blind_east = simulate.evaluate(jax.random.key(5), m, BlindPolicy(jnp.int32(1)), num_episodes=8, horizon=500)
+    assert float(blind_east.mean) == pytest.approx(10 * 0.95 ** 3, rel=1e-5)
