@@ -16,7 +16,7 @@ A :class:`Controller` is a node bank of fixed capacity ``N``:
 float[B, F] to float[B]; any network library fits. :func:`mlp` gives the default
 flax MLP.
 
-Two ways to act (both :class:`~jaxpomdp.policy.Policy`, so
+Three ways to act (all :class:`~jaxpomdp.policy.Policy`, so
 :func:`jaxpomdp.simulate.evaluate` runs them):
 
 * :class:`ControllerPolicy` follows the graph: act ``a_n``, observe ``o``, move to
@@ -24,7 +24,11 @@ Two ways to act (both :class:`~jaxpomdp.policy.Policy`, so
 * :class:`ParticleArgmaxPolicy` keeps a particle belief
   (:mod:`jaxpomdp.particles`) and acts ``a_{n*}`` with
   ``n* = argmax_n mean_i f_n(s_i)`` over the active nodes, unless the node the
-  graph leads to is within a small margin of it (then it follows the edge).
+  graph leads to is within a small margin of it (then it follows the edge);
+* :class:`ParticleRolloutPolicy` keeps a particle belief and, at every step,
+  moves from the edge's node to another node (one the networks rank high) only
+  where running the graph from states of the belief earns clearly more: a
+  rollout step at run time, with the simulator.
 
 Export: :func:`to_dot` (Graphviz) and :func:`to_pg` (pomdp-solve's policy graph:
 one line per node, ``node action succ_obs0 succ_obs1 ...``).
@@ -46,7 +50,7 @@ from jax import lax
 from jaxpomdp import particles
 
 __all__ = ["Controller", "MLP", "mlp", "init_params", "node_values", "belief_values", "best_node",
-           "ControllerPolicy", "ParticleArgmaxPolicy", "reachable", "to_dot", "to_pg", "write_dot", "write_pg",
+           "ControllerPolicy", "ParticleArgmaxPolicy", "ParticleRolloutPolicy", "controller_return", "reachable", "to_dot", "to_pg", "write_dot", "write_pg",
            "read_pg", "parameter_bytes", "node_parameter_count", "exact_alphas", "exact_value", "plan_value"]
 
 
@@ -170,6 +174,16 @@ class ControllerPolicy:
         return self.controller.edges[memory, observation].astype(jnp.int32)
 
 
+def _track(model: Any, memory, action: jax.Array, observation: jax.Array, resample_threshold: float):
+    """The particle filter's step of a belief-tracking policy's memory ``(belief, key, node)``: the updated
+    belief and the key, folded with the action and observation (so the policy is a function of the history)."""
+    belief, key, _ = memory
+    key = jax.random.fold_in(jax.random.fold_in(key, action), observation)
+    key, sub = jax.random.split(key)
+    belief, _ = particles.update(sub, model, belief, action, observation, resample_threshold=resample_threshold)
+    return belief, key
+
+
 @struct.dataclass
 class ParticleArgmaxPolicy:
     """Tracks a particle belief and acts with the best node's action at it.
@@ -227,11 +241,8 @@ class ParticleArgmaxPolicy:
         return self.controller.actions[memory[2]].astype(jnp.int32)
 
     def update(self, model: Any, memory, action: jax.Array, observation: jax.Array):
-        belief, key, node = memory
-        key = jax.random.fold_in(jax.random.fold_in(key, action), observation)
-        key, sub = jax.random.split(key)
-        belief, _ = particles.update(sub, model, belief, action, observation,
-                                     resample_threshold=self.resample_threshold)
+        belief, key = _track(model, memory, action, observation, self.resample_threshold)
+        node = memory[2]
         v = belief_values(self.controller, self.model, belief)
         follow = self.controller.edges[node, observation]
         best = jnp.argmax(v)
@@ -239,6 +250,107 @@ class ParticleArgmaxPolicy:
             return belief, key, best.astype(jnp.int32)
         switch = v[best] > v[follow] + self.switch_margin * (1 + jnp.abs(v[follow]))
         return belief, key, jnp.where(switch, best, follow).astype(jnp.int32)
+
+
+def controller_return(key: jax.Array, model: Any, controller: Controller, state: Any, node: jax.Array,
+                      horizon: int) -> jax.Array:
+    """``sum_{t<H} gamma^t r_t``: the discounted return of following the graph for ``horizon`` steps from
+    ``(state, node)`` on the simulator ``model`` (no network is evaluated; 0 after a terminal step)."""
+    gamma = jnp.asarray(model.discount, jnp.float32)
+
+    def body(carry, key):
+        s, n, g, disc, done = carry
+        s2, o, r, d = model.step(key, s, controller.actions[n])
+        g = g + jnp.where(done, 0.0, disc * jnp.asarray(r, jnp.float32))
+        return (s2, controller.edges[n, jnp.asarray(o, jnp.int32)], g, disc * gamma, done | d), None
+
+    init = (state, jnp.asarray(node, jnp.int32), jnp.zeros((), jnp.float32), jnp.ones((), jnp.float32),
+            jnp.zeros((), bool))
+    (_, _, g, _, _), _ = lax.scan(body, init, jax.random.split(key, horizon))
+    return g
+
+
+@struct.dataclass
+class ParticleRolloutPolicy:
+    """Tracks a particle belief and, at every step, re-chooses the node to act from by simulation.
+
+    After acting with node ``n`` and observing ``o``, the candidates at the updated
+    belief ``b`` are the node the graph leads to, ``e_n(o)``, and the ``candidates``
+    nodes of highest network value at ``b``. ``num_rollouts`` states are drawn from
+    ``b`` and the graph is followed from each candidate for ``horizon`` steps, every
+    candidate with the same states and random numbers; the policy moves to the
+    candidate of highest mean return if it beats ``e_n(o)`` by more than ``z``
+    standard errors of the paired difference, else it follows the edge. The start
+    node is chosen the same way at ``b0`` (against the controller's start node).
+
+    Running the graph, not the networks, decides: a candidate is taken only where
+    following it from the actual belief earned more in simulation, so the networks
+    only propose. This is a rollout (policy improvement) step over the controller's
+    nodes: much dearer than :class:`ControllerPolicy` (``num_rollouts x (candidates
+    + 1) x horizon`` simulator steps per step), for simulators that are cheap to run.
+
+    Memory: ``(ParticleBelief, key, node)``; the randomness comes from ``seed``
+    folded with each action and observation, so the policy is a deterministic
+    function of the history.
+
+    Fields:
+      controller: the :class:`Controller`.
+      model: the simulator (``step``, ``features``) the rollouts and networks use.
+      seed: uint32[] seed of the filter's and rollouts' keys.
+      num_particles: static particle count of the belief.
+      resample_threshold: static ESS fraction below which to resample.
+      candidates: static number of nodes the networks propose.
+      num_rollouts: static states drawn from the belief for the rollouts.
+      horizon: static rollout length.
+      z: standard errors by which a candidate must beat the edge's node (``inf``:
+        always follow the edge). Why 2: the best of several candidates, picked on
+        the same rollouts, looks better than it is. On Tiger with its optimal
+        controller (nothing to gain; 4 candidates, 32 rollouts, 512 episodes, 2
+        seeds) following scored 18.70 / 18.00 (± 1.35), ``z = 1`` 13.28 / 14.65,
+        ``z = 2`` 17.71 / 18.06, ``z = 3`` 18.60 / 17.98; on RockSample(7,8) with a
+        controller planned for 60 s (following: 13.98 ± 0.23) ``z = 1`` 15.57 ±
+        0.70 and ``z = 3`` 15.21 ± 0.74 (256 episodes).
+    """
+
+    controller: Controller
+    model: Any
+    seed: jax.Array = struct.field(default_factory=lambda: jnp.uint32(0))
+    num_particles: int = struct.field(pytree_node=False, default=256)
+    resample_threshold: float = struct.field(pytree_node=False, default=0.5)
+    candidates: int = struct.field(pytree_node=False, default=8)
+    num_rollouts: int = struct.field(pytree_node=False, default=128)
+    horizon: int = struct.field(pytree_node=False, default=60)
+    z: float = 2.0
+
+    def _choose(self, key: jax.Array, belief: particles.ParticleBelief, keep: jax.Array) -> jax.Array:
+        k_s, k_r = jax.random.split(key)
+        v = belief_values(self.controller, self.model, belief)
+        K = min(self.candidates, v.shape[0])
+        cand = jnp.concatenate([jnp.asarray(keep, jnp.int32)[None], lax.top_k(v, K)[1].astype(jnp.int32)])
+        idx = jax.random.categorical(k_s, belief.log_weights, shape=(self.num_rollouts,))
+        states = jax.tree.map(lambda x: x[idx], belief.states)
+        keys = jax.random.split(k_r, self.num_rollouts)
+        g = jax.vmap(lambda k, s: jax.vmap(
+            lambda n: controller_return(k, self.model, self.controller, s, n, self.horizon))(cand))(keys, states)
+        diff = g - g[:, :1]                                                    # [M, K + 1], paired
+        gain = jnp.mean(diff, axis=0)
+        se = jnp.std(diff, axis=0, ddof=1) / jnp.sqrt(self.num_rollouts)
+        ok = (gain > self.z * se) & (gain > 0) & self.controller.active[cand]
+        best = jnp.argmax(jnp.where(ok, gain, -jnp.inf))
+        return jnp.where(jnp.any(ok), cand[best], cand[0]).astype(jnp.int32)
+
+    def init(self, model: Any):
+        key = jax.random.key(jnp.asarray(self.seed, jnp.uint32))
+        k0, k1, k2 = jax.random.split(key, 3)
+        belief = particles.init(k0, model, self.num_particles)
+        return belief, k1, self._choose(k2, belief, self.controller.start)
+
+    act = ParticleArgmaxPolicy.act
+
+    def update(self, model: Any, memory, action: jax.Array, observation: jax.Array):
+        belief, key = _track(model, memory, action, observation, self.resample_threshold)
+        keep = self.controller.edges[memory[2], observation]
+        return belief, key, self._choose(jax.random.fold_in(key, 1), belief, keep)
 
 
 # ------------------------------------------------------- exact evaluation
