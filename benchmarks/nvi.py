@@ -245,7 +245,8 @@ def fmt(x, spec):
 
 
 HEADER = (f"{'problem':20s} {'|S|':>11s} {'limit':>6s} {'solve':>6s} {'comp':>5s} {'estimate':>8s} "
-          f"{'follow':>15s} {'exact':>7s} {'argmax':>15s} {'rollout':>15s} {'upper':>7s} {'ref':>6s} {'target':>6s} {'nodes':>5s} {'reach':>5s} "
+          f"{'follow':>15s} {'exact':>7s} {'argmax':>15s} {'rollout':>15s} {'upper':>7s} {'ref':>6s} {'target':>6s} "
+          f"{'nodes':>5s} {'reach':>5s} "
           f"{'param KB':>8s} {'alpha MB':>9s} {'steps/s':>7s} {'rss MB':>6s}")
 
 

@@ -50,8 +50,9 @@ from jax import lax
 from jaxpomdp import particles
 
 __all__ = ["Controller", "MLP", "mlp", "init_params", "node_values", "belief_values", "best_node",
-           "ControllerPolicy", "ParticleArgmaxPolicy", "ParticleRolloutPolicy", "controller_return", "reachable", "to_dot", "to_pg", "write_dot", "write_pg",
-           "read_pg", "parameter_bytes", "node_parameter_count", "exact_alphas", "exact_value", "plan_value"]
+           "ControllerPolicy", "ParticleArgmaxPolicy", "ParticleRolloutPolicy", "controller_return", "reachable",
+           "to_dot", "to_pg", "write_dot", "write_pg", "read_pg", "parameter_bytes", "node_parameter_count",
+           "exact_alphas", "exact_value", "plan_value"]
 
 
 class MLP(nn.Module):
@@ -256,16 +257,16 @@ def controller_return(key: jax.Array, model: Any, controller: Controller, state:
                       horizon: int) -> jax.Array:
     """``sum_{t<H} gamma^t r_t``: the discounted return of following the graph for ``horizon`` steps from
     ``(state, node)`` on the simulator ``model`` (no network is evaluated; 0 after a terminal step)."""
-    gamma = jnp.asarray(model.discount, jnp.float32)
+    dtype = jnp.result_type(float)  # float32, or float64 under JAX_ENABLE_X64
+    gamma = jnp.asarray(model.discount, dtype)
 
     def body(carry, key):
         s, n, g, disc, done = carry
         s2, o, r, d = model.step(key, s, controller.actions[n])
-        g = g + jnp.where(done, 0.0, disc * jnp.asarray(r, jnp.float32))
+        g = g + jnp.where(done, 0.0, disc * jnp.asarray(r, dtype))
         return (s2, controller.edges[n, jnp.asarray(o, jnp.int32)], g, disc * gamma, done | d), None
 
-    init = (state, jnp.asarray(node, jnp.int32), jnp.zeros((), jnp.float32), jnp.ones((), jnp.float32),
-            jnp.zeros((), bool))
+    init = (state, jnp.asarray(node, jnp.int32), jnp.zeros((), dtype), jnp.ones((), dtype), jnp.zeros((), bool))
     (_, _, g, _, _), _ = lax.scan(body, init, jax.random.split(key, horizon))
     return g
 
@@ -325,8 +326,10 @@ class ParticleRolloutPolicy:
     def _choose(self, key: jax.Array, belief: particles.ParticleBelief, keep: jax.Array) -> jax.Array:
         k_s, k_r = jax.random.split(key)
         v = belief_values(self.controller, self.model, belief)
+        cand = jnp.asarray(keep, jnp.int32)[None]
         K = min(self.candidates, v.shape[0])
-        cand = jnp.concatenate([jnp.asarray(keep, jnp.int32)[None], lax.top_k(v, K)[1].astype(jnp.int32)])
+        if K > 0:
+            cand = jnp.concatenate([cand, lax.top_k(v, K)[1].astype(jnp.int32)])
         idx = jax.random.categorical(k_s, belief.log_weights, shape=(self.num_rollouts,))
         states = jax.tree.map(lambda x: x[idx], belief.states)
         keys = jax.random.split(k_r, self.num_rollouts)
