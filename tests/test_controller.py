@@ -151,6 +151,7 @@ def test_rollout_policy_follows_the_graph_or_keeps_an_optimal_controller_optimal
         assert float(ev.mean) >= 19.37 - 1.96 * float(ev.stderr) - 1.0, (float(ev.mean), float(ev.stderr))
         assert float(ev.mean) >= float(ref.mean) - 2.0
 
+
 def test_pg_and_dot_export():
     c = _tiger_controller()
     assert to_pg(c) == "0 0  1 2\n1 0  3 0\n2 0  0 4\n3 2  0 0\n4 1  0 0\n"

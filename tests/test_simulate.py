@@ -222,7 +222,7 @@ def test_docstring_examples():
     assert doctest.testmod(simulate).failed == 0
 
 
-def test_evaluate_stops_a_batch_early_with_the_rollouts_returns():
+def test_evaluate_batches_that_stop_when_done_give_the_rollouts_returns():
     # a terminating simulator and a random controller: the episodes end at different steps (some never);
     # evaluate's loop over time (stopped once a whole batch is done) gives each rollout's return
     from jaxpomdp.controller import Controller, ControllerPolicy
@@ -245,6 +245,6 @@ def test_evaluate_stops_a_batch_early_with_the_rollouts_returns():
     r = np.asarray(ref.discounted_return, np.float64)
     assert float(ev.mean) == pytest.approx(r.mean(), rel=1e-5, abs=1e-5)
     assert float(ev.stderr) == pytest.approx(r.std(ddof=1) / np.sqrt(40), rel=1e-4)
-    # every episode done: the loop ends before the horizon; the returns are the same with a longer one
+    # every episode ends after 4 steps: a 500-step horizon gives the same return
     blind_east = simulate.evaluate(jax.random.key(5), m, BlindPolicy(jnp.int32(1)), num_episodes=8, horizon=500)
     assert float(blind_east.mean) == pytest.approx(10 * 0.95 ** 3, rel=1e-5)
