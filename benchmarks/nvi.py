@@ -215,29 +215,8 @@ def run_problem(name: str, limit: float, args) -> dict:
     return row
 
 
-def parse_overrides(items) -> dict:
-    """``["capacity=512", "hidden=[64,64]"]`` -> ``{"capacity": 512, "hidden": (64, 64)}`` (JSON values)."""
-    fields = nvi.Config._fields
-    out = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or name not in fields:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--set {item!r}: the value is not JSON ({e.msg} at column {e.colno})") from None
-        default = getattr(nvi.Config(), name)
-        if isinstance(default, tuple):
-            ok = isinstance(value, list) and all(type(v) is int for v in value)
-        elif isinstance(default, float):
-            ok = type(value) in (int, float)
-        else:
-            ok = type(value) is type(default)
-        if not ok:
-            raise ValueError(f"--set {item!r}: expected a value like {json.dumps(default)}")
-        out[name] = tuple(value) if isinstance(value, list) else float(value) if isinstance(default, float) else value
-    return out
+#: ``--set FIELD=VALUE`` items -> Config overrides (the same parser as ``solve.py --set``).
+parse_overrides = nvi.parse_overrides
 
 
 def fmt(x, spec):

@@ -4,7 +4,7 @@ The public names below are stable; see README.md for a tour.
 """
 
 from jaxpomdp import belief, bounds, checkpoint, policy, problems, simulate
-from jaxpomdp.errors import CheckpointError, InvalidModelError, NumericalError, PomdpFormatError
+from jaxpomdp.errors import CheckpointError, ConfigError, InvalidModelError, NumericalError, PomdpFormatError
 from jaxpomdp.io import load_pomdp, save_pomdp
 from jaxpomdp.model import (
     GenerativePOMDP,
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "ConfigError",
     "GenerativePOMDP",
     "InvalidModelError",
     "NumericalError",

@@ -43,12 +43,12 @@ from typing import Mapping, Optional, Sequence
 import jax
 
 from jaxpomdp import __version__, checkpoint, problems
-from jaxpomdp.errors import CheckpointError, InvalidModelError, NumericalError, PomdpFormatError
+from jaxpomdp.errors import CheckpointError, ConfigError, InvalidModelError, NumericalError, PomdpFormatError
 from jaxpomdp.io import atomic_write, load_pomdp
 from jaxpomdp.io.alpha import write_alpha
 from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP
 from jaxpomdp.simulate import evaluate
-from jaxpomdp.solvers import POLICY_GRADIENT, SOLVERS
+from jaxpomdp.solvers import POLICY_GRADIENT, SOLVERS, nvi
 
 __all__ = ["main", "build_parser", "resolve_problem", "use_compile_cache", "default_cache_dir"]
 
@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPOMDP's trace discount in [0, 1) (default 0.9)")
     g.add_argument("--restarts", type=int, default=1, metavar="R",
                    help="gpomdp: independent random starts trained together, the best kept (default 1)")
+    n = p.add_argument_group("neural value iteration (nvi)")
+    n.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="set a field of the NVI configuration (jaxpomdp.solvers.nvi.Config) to a JSON value, "
+                        "e.g. --set capacity=768 --set hidden=[64,64]; repeatable (default: "
+                        "nvi.default_config for the problem)")
     c = p.add_argument_group("checkpoints (hsvi, pbvi, perseus, nvi, gpomdp, conjpomdp)")
     c.add_argument("--checkpoint", metavar="DIR",
                    help="write the solver state to DIR/checkpoint.msgpack now and then and at the end "
@@ -252,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         _check_plot_path(args.plot)
     _check_iterative_options(args)
+    overrides = _nvi_overrides(args)
     resume = checkpoint.load(args.resume) if args.resume else None
     label, model = _resolve_for_solver(args)
     if args.time_limit is not None and not args.time_limit > 0:
@@ -268,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.target_gap >= 0:
         raise UserError(f"--target-gap must be non-negative, got {args.target_gap}")
+    nvi_config = nvi.default_config(model, **overrides) if args.solver == "nvi" else None
     if args.solver in ITERATIVE:
         directory = args.checkpoint or args.resume
         saver = checkpoint.Checkpointer(directory, every=args.checkpoint_every) if directory else None
@@ -285,6 +292,8 @@ def run(args: argparse.Namespace) -> int:
                                           config=_gradient_config(args), **extra)
         else:
             progress = _controller_progress(args.quiet) if args.solver == "nvi" else _progress_line(args.quiet)
+            if args.solver == "nvi":
+                extra["config"] = nvi_config
             result = SOLVERS[args.solver](model, time_limit=args.time_limit, target_gap=args.target_gap,
                                           seed=args.seed, callback=progress, **extra)
     except NumericalError as e:
@@ -347,7 +356,8 @@ def run(args: argparse.Namespace) -> int:
             "num_vectors": None if result.alphas is None else int(len(result.alphas)),
             "backend": jax.default_backend(),
             **({"policy_gradient": _json_info(result.info)} if args.solver in POLICY_GRADIENT else {}),
-            **({"controller": _controller_info(result.info)} if args.solver == "nvi" else {}),
+            **({"controller": {**_controller_info(result.info), "config": nvi_config._asdict()}}
+               if args.solver == "nvi" else {}),
             "jaxpomdp_version": __version__,
         }
         atomic_write(args.json, json.dumps(record, indent=2) + "\n")
@@ -358,6 +368,16 @@ def run(args: argparse.Namespace) -> int:
     if saver is not None:
         print(f"checkpoint   {saver.path}")
     return 128 + STOP.signal if STOP() else 0
+
+
+def _nvi_overrides(args: argparse.Namespace) -> dict:
+    """The ``--set`` fields (checked before the problem is loaded)."""
+    if args.set and args.solver != "nvi":
+        raise UserError(f"--set sets a field of the NVI configuration; give --solver nvi (not {args.solver})")
+    try:
+        return nvi.parse_overrides(args.set)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def _check_iterative_options(args: argparse.Namespace) -> None:
@@ -550,7 +570,7 @@ def main(argv: Optional[Sequence[str]] = None, *, program: bool = False) -> int:
             if program:
                 STOP.ignore()
             return status
-    except (UserError, PomdpFormatError, InvalidModelError, CheckpointError, OSError) as e:
+    except (UserError, PomdpFormatError, InvalidModelError, CheckpointError, ConfigError, OSError) as e:
         if args.debug:
             raise
         print(f"jaxpomdp: error: {e}", file=sys.stderr)

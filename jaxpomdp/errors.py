@@ -3,7 +3,7 @@ meets non-finite numbers."""
 
 from __future__ import annotations
 
-__all__ = ["PomdpFormatError", "InvalidModelError", "NumericalError", "CheckpointError"]
+__all__ = ["PomdpFormatError", "InvalidModelError", "NumericalError", "CheckpointError", "ConfigError"]
 
 
 class PomdpFormatError(ValueError):
@@ -76,3 +76,9 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be written, read or resumed: missing, corrupt, or made
     for another solver, model, precision or settings. The message is one line
     naming the file and what is wrong."""
+
+
+class ConfigError(ValueError):
+    """Solver settings that cannot run on the model (e.g. an NVI node bank smaller
+    than the number of actions, or networks too large for memory). The message is
+    one line saying what to change."""

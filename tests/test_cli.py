@@ -14,6 +14,7 @@ import pytest
 from jaxpomdp import bounds, cli, problems
 from jaxpomdp.cli import main
 from jaxpomdp.io.alpha import read_alpha
+from jaxpomdp.solvers import nvi
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "problems"
@@ -136,6 +137,12 @@ def test_problem_given_as_a_file(tmp_path, capsys):
     (["tiger", "--devices", "99"], "--devices 99: this machine has"),
     (["tiger", "--devices", "two"], "--devices must be a number or 'all'"),
     (["tiger", "--solver", "qmdp", "--devices", "all"], "--devices applies to the step-by-step"),
+    (["tiger", "--set", "capacity=16"], "--set sets a field of the NVI configuration; give --solver nvi"),
+    (["tiger", "--solver", "nvi", "--set", "capacty=16"], "FIELD one of capacity, hidden"),
+    (["tiger", "--solver", "nvi", "--set", "hidden=[0]"], "expected a list of positive integers"),
+    (["tiger", "--solver", "nvi", "--set", "capacity=2"], "capacity 2 < 3 actions"),
+    (["tiger", "--solver", "nvi", "--set", "capacity=1000000", "--set", "hidden=[1024]"],
+     "7.6 GiB for the networks' first layers"),
 ])
 def test_user_mistakes_get_one_line_and_status_2(capsys, argv, phrase):
     code, _, err = run_cli(capsys, *argv)
@@ -246,13 +253,19 @@ def test_nvi_on_the_rocksample_simulator_writes_a_controller(tmp_path, capsys):
     assert "controller" in stdout
 
 
-def test_nvi_writes_dot(tmp_path, capsys):
-    dot = tmp_path / "c.dot"
+def test_nvi_writes_dot_with_the_settings_given(tmp_path, capsys):
+    dot, out = tmp_path / "c.dot", tmp_path / "r.json"
     code, _, err = run_cli(capsys, "tiger", "--solver", "nvi", "--time-limit", "2", "--out", str(dot),
-                           "--episodes", "10", "--quiet")
+                           "--episodes", "10", "--quiet", "--json", str(out),
+                           "--set", "capacity=12", "--set", "hidden=[8]", "--set", "train_steps=20")
     assert code == 0, err
     text = dot.read_text()
     assert text.startswith("digraph") and "->" in text
+    c = json.loads(out.read_text())["controller"]
+    # the fields set, and the tabular defaults for the rest
+    assert (c["config"]["capacity"], c["config"]["hidden"], c["config"]["train_steps"]) == (12, [8], 20)
+    assert c["config"]["td_steps"] == nvi.TABULAR_SETTINGS["td_steps"] and 3 <= c["num_nodes"] <= 12
+    assert c["parameter_bytes_bank"] == 12 * 4 * (2 * 8 + 8 + 8 + 1)  # one-hot over 2 states, 8 hidden units
 
 
 def test_checkpoint_then_resume_with_more_iterations_continues(tmp_path, capsys):

@@ -96,6 +96,7 @@ the solve returns the best controller it has seen, from its best start node.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from functools import partial
@@ -112,12 +113,13 @@ from jaxpomdp import bounds, distributed, particles
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, stopped
 from jaxpomdp.controller import (Controller, ControllerPolicy, exact_alphas, init_params, mlp, node_values,
                                  reachable)
+from jaxpomdp.errors import ConfigError
 from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite
 
 __all__ = ["Config", "TABULAR_SETTINGS", "NVIState", "Network", "BackupResult", "default_config", "init", "collect",
            "backup", "train_step", "explore", "train", "update", "prune", "value_at_b0", "controller_of", "solve",
-           "upper_bound_at_b0", "mlp", "snapshot", "best_controller"]
+           "upper_bound_at_b0", "mlp", "snapshot", "best_controller", "parse_overrides"]
 
 #: Float type of the networks and of the solver's arithmetic.
 DTYPE = jnp.float32
@@ -242,6 +244,53 @@ def default_config(model: Any, **overrides) -> Config:
     depth = 40 if gamma >= 1 else int(min(100, max(10, math.ceil(math.log(0.05) / math.log(max(gamma, 1e-3))))))
     preset = TABULAR_SETTINGS if isinstance(model, TabularPOMDP) else {}
     return Config(max_depth=depth)._replace(**{**preset, **overrides})
+
+
+#: Fields of :class:`Config` that are sizes or counts (at least 1) and shares (in [0, 1]).
+_AT_LEAST_ONE = ("capacity", "num_particles", "b0_particles", "max_depth", "width", "pool_capacity",
+                 "batch_per_node", "td_steps", "target_period", "train_steps", "fit_steps", "fit_repeats")
+_SHARES = ("home_fraction", "target_ema", "explore_random", "follow_controller")
+#: Numbers that must be positive (the other numbers: at least 0).
+_POSITIVE = ("value_scale", "learning_rate", "fit_learning_rate")
+
+
+def parse_overrides(items, flag: str = "--set") -> dict:
+    """``["capacity=512", "hidden=[64,64]"]`` -> ``{"capacity": 512, "hidden": (64, 64)}``.
+
+    Each item is ``FIELD=VALUE`` with a :class:`Config` field and a JSON value of
+    the field's type (an integer where the default is one, a number for a float,
+    a list of integers for ``hidden``). Sizes and counts must be at least 1, the
+    other integers at least 0; numbers finite, step sizes and the value scale
+    positive, shares in [0, 1], the rest at least 0. Raises
+    ``ValueError`` naming the item (with ``flag``) and what was expected.
+    """
+    fields = Config._fields
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or name not in fields:
+            raise ValueError(f"{flag} {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{flag} {item!r}: the value is not JSON ({e.msg} at column {e.colno})") from None
+        default = getattr(Config(), name)
+        if isinstance(default, tuple):
+            ok = isinstance(value, list) and all(type(v) is int and v >= 1 for v in value)
+        elif isinstance(default, float):
+            ok = type(value) in (int, float) and math.isfinite(value) and \
+                (value > 0 if name in _POSITIVE else value >= 0) and (name not in _SHARES or value <= 1)
+        else:
+            ok = type(value) is type(default) and value >= (1 if name in _AT_LEAST_ONE else 0)
+        if not ok:
+            what = ("a list of positive integers" if isinstance(default, tuple) else
+                    "a number in [0, 1]" if name in _SHARES else "a positive number" if name in _POSITIVE
+                    else "a number >= 0" if isinstance(default, float)
+                    else f"an integer >= {1 if name in _AT_LEAST_ONE else 0}")
+            raise ValueError(f"{flag} {item!r}: expected {what}, like {json.dumps(default)}")
+        out[name] = tuple(value) if isinstance(value, list) else float(value) if isinstance(default, float) else value
+    return out
 
 
 class Network(NamedTuple):
@@ -413,7 +462,7 @@ def init(key: jax.Array, model: Any, config: Config = Config(), network: Optiona
     network = network or Network(*mlp(config.hidden, config.value_scale))
     A, O, N = model.num_actions, model.num_observations, config.capacity
     if N < A:
-        raise ValueError(f"capacity {N} < {A} actions: the blind nodes do not fit")
+        raise ConfigError(f"capacity {N} < {A} actions: the blind nodes do not fit")
     k_params, k_b0, k_pool = jax.random.split(key, 3)
     b0_states = jax.vmap(model.initial_state)(jax.random.split(k_b0, config.b0_particles))
     F = _features(model, _take(b0_states, jnp.arange(1))).shape[-1]
@@ -1026,7 +1075,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
         F = int(jax.eval_shape(lambda k: model.features(model.initial_state(k)), jax.random.key(0)).shape[-1])
         first_layer = 4 * F * (config.hidden[0] if config.hidden else 1) * config.capacity
         if first_layer > MAX_FIRST_LAYER_BYTES:
-            raise ValueError(
+            raise ConfigError(
                 f"{F} state features (one-hot over {F} states?) x {config.capacity} nodes would need "
                 f"{first_layer / 2 ** 30:.1f} GiB for the networks' first layers alone; give the model "
                 "state_features, a smaller Config.capacity / hidden, or use a simulator (e.g. rocksample_sim)")
