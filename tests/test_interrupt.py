@@ -185,8 +185,11 @@ def test_sigint_point_based_ten_times_policy_loads_and_resume_matches(tmp_path, 
 def test_sigint_nvi_ten_times_controller_loads_and_resume_matches(tmp_path, cache):
     model = problems.get("tiger")
     env = _env(cache)
-    common = ["tiger", "--solver", "nvi", "--max-iterations", "4", "--time-limit", "100000", "--episodes", "20",
-              "--quiet"]
+    # a small bank and small networks (--set): a run takes about 8 s instead of 14 s with the default settings,
+    # 24 short iterations of it solving (measured: 9 of the 10 signals landed in the solve)
+    common = ["tiger", "--solver", "nvi", "--max-iterations", "24", "--time-limit", "100000", "--episodes", "20",
+              "--quiet", "--set", "capacity=32", "--set", "hidden=[16]", "--set", "train_steps=20",
+              "--set", "refresh_nodes=4"]
     window = _reference(common + ["--out", "ref.pg", "--json", "ref.json", "--checkpoint", "ref"], env, tmp_path)
     ref_pg = (tmp_path / "ref.pg").read_bytes()
     ref = json.loads((tmp_path / "ref.json").read_text())["controller"]
