@@ -105,15 +105,16 @@ def test_nvi_benchmark_config_overrides():
     spec = importlib.util.spec_from_file_location("benchmark_nvi", ROOT / "benchmarks" / "nvi.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    assert bench.parse_overrides(["capacity=512", "hidden=[64, 64]", "learning_rate=1e-3", "improve_tol=0"]) == \
-        {"capacity": 512, "hidden": (64, 64), "learning_rate": 1e-3, "improve_tol": 0.0}
+    assert bench.parse_overrides(["capacity=512", "hidden=[64, 64]", "learning_rate=1e-3", "improve_tol=0",
+                                  "improve_z=-1"]) == \
+        {"capacity": 512, "hidden": (64, 64), "learning_rate": 1e-3, "improve_tol": 0.0, "improve_z": -1.0}
     for bad, expected in [("capacty=512", "FIELD one of capacity"), ("capacity", "FIELD=VALUE"),
                           ("capacity=5x", "not JSON"), ("hidden=64", "positive integers, like [32, 32]"),
                           ("capacity=[1]", "an integer >= 1, like 256"), ("capacity=1.5", "like 256"),
                           ("capacity=true", "like 256"), ("capacity=0", "an integer >= 1"),
                           ("hidden=[32, 0]", "positive integers"), ("verify_successors=-1", "an integer >= 0"),
                           ("learning_rate=\"x\"", "a positive number, like 0.003"),
-                          ("learning_rate=0", "a positive number"), ("improve_tol=-1", "a number >= 0"),
-                          ("explore_random=1.5", "a number in [0, 1]"), ("improve_z=NaN", "a number >= 0")]:
+                          ("learning_rate=0", "a positive number"), ("explore_random=-0.5", "a number in [0, 1]"),
+                          ("explore_random=1.5", "a number in [0, 1]"), ("improve_z=NaN", "a finite number")]:
         with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("]", r"\]")):
             bench.parse_overrides([bad])

@@ -250,7 +250,7 @@ def default_config(model: Any, **overrides) -> Config:
 _AT_LEAST_ONE = ("capacity", "num_particles", "b0_particles", "max_depth", "width", "pool_capacity",
                  "batch_per_node", "td_steps", "target_period", "train_steps", "fit_steps", "fit_repeats")
 _SHARES = ("home_fraction", "target_ema", "explore_random", "follow_controller")
-#: Numbers that must be positive (the other numbers: at least 0).
+#: Numbers that must be positive (the thresholds ``improve_tol``, ``improve_z``, ``info_threshold``: any).
 _POSITIVE = ("value_scale", "learning_rate", "fit_learning_rate")
 
 
@@ -261,7 +261,7 @@ def parse_overrides(items, flag: str = "--set") -> dict:
     the field's type (an integer where the default is one, a number for a float,
     a list of integers for ``hidden``). Sizes and counts must be at least 1, the
     other integers at least 0; numbers finite, step sizes and the value scale
-    positive, shares in [0, 1], the rest at least 0. Raises
+    positive, shares in [0, 1]. Raises
     ``ValueError`` naming the item (with ``flag``) and what was expected.
     """
     fields = Config._fields
@@ -280,13 +280,13 @@ def parse_overrides(items, flag: str = "--set") -> dict:
             ok = isinstance(value, list) and all(type(v) is int and v >= 1 for v in value)
         elif isinstance(default, float):
             ok = type(value) in (int, float) and math.isfinite(value) and \
-                (value > 0 if name in _POSITIVE else value >= 0) and (name not in _SHARES or value <= 1)
+                (name not in _POSITIVE or value > 0) and (name not in _SHARES or 0 <= value <= 1)
         else:
             ok = type(value) is type(default) and value >= (1 if name in _AT_LEAST_ONE else 0)
         if not ok:
             what = ("a list of positive integers" if isinstance(default, tuple) else
                     "a number in [0, 1]" if name in _SHARES else "a positive number" if name in _POSITIVE
-                    else "a number >= 0" if isinstance(default, float)
+                    else "a finite number" if isinstance(default, float)
                     else f"an integer >= {1 if name in _AT_LEAST_ONE else 0}")
             raise ValueError(f"{flag} {item!r}: expected {what}, like {json.dumps(default)}")
         out[name] = tuple(value) if isinstance(value, list) else float(value) if isinstance(default, float) else value
