@@ -101,10 +101,9 @@ class Checkpoint(NamedTuple):
             raise CheckpointError(f"{self.path}: a checkpoint of solver {self.solver!r}, not {solver!r}")
         if self.model != model_fingerprint(model):
             raise CheckpointError(f"{self.path}: made for another model (or another precision) than this one")
-        options = _plain(options)
-        changed = sorted(k for k in set(options) | set(self.options) if options.get(k) != self.options.get(k))
+        changed = _changed(self.options, _plain(options))
         if changed:
-            what = ", ".join(f"{k} {self.options.get(k)!r} (now {options.get(k)!r})" for k in changed)
+            what = ", ".join(f"{k} {old!r} (now {new!r})" for k, old, new in changed)
             raise CheckpointError(f"{self.path}: made with other settings: {what}; resume with the same ones")
 
     def key(self) -> jax.Array:
@@ -122,6 +121,19 @@ def _key_record(key: jax.Array) -> dict:
 
 def _unkey(record: dict) -> jax.Array:
     return jax.random.wrap_key_data(jnp.asarray(record["key_data"]), impl=record["impl"])
+
+
+def _changed(saved: dict, now: dict, prefix: str = "") -> list:
+    """``[(name, saved value, value now)]`` of the settings that differ; in a setting that is itself a
+    dict (a solver's config) the fields that differ, as ``config.capacity``."""
+    out = []
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k), now.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append((f"{prefix}{k}", a, b))
+    return out
 
 
 def _plain(x: Any) -> Any:
