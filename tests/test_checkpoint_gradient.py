@@ -21,6 +21,9 @@ from jaxpomdp.solvers import conjpomdp, gpomdp
 N = 6  # iterations of the reference solve
 K = 2  # iterations before the stop
 
+# Every gpomdp solve here but the restarts-memory one runs GP_CONFIG on tiger, every conjpomdp
+# solve CG_CONFIG on three-state: one compiled iteration each (which model and settings a
+# checkpoint holds does not matter to what is checked; compiling them is most of the time).
 GP_CONFIG = gpomdp.Config(num_steps=40, num_chains=4, learning_rate=0.3)
 CG_CONFIG = conjpomdp.Config(num_steps=40, num_chains=4, max_line_steps=4, eps=1e-12)
 
@@ -74,9 +77,10 @@ def test_gpomdp_stopped_and_resumed_equals_uninterrupted(tmp_path, config):
 
 
 def test_gpomdp_stopped_twice_with_a_user_policy_and_params(tmp_path):
-    model = problems.three_state()
+    model = problems.get("tiger")
     policy = gpomdp.default_policy(model)
-    params = np.array([0.5, -0.25], np.float32)
+    params = jax.tree.map(lambda x: np.linspace(-0.5, 0.5, x.size, dtype=np.float32).reshape(x.shape),
+                          policy.init_params(jax.random.key(0)))
     kw = {"config": GP_CONFIG, "policy": policy, "params": params, "time_limit": None, "max_iterations": N, "seed": 1}
     reference = gpomdp.solve(model, **kw)
     gpomdp.solve(model, checkpoint=Checkpointer(tmp_path, every=1e9), stop=stop_after(1), **kw)
@@ -85,7 +89,7 @@ def test_gpomdp_stopped_twice_with_a_user_policy_and_params(tmp_path):
     assert often.saves == 2 + 1 and load(tmp_path).loop["iteration"] == 3
     assert_same(reference, gpomdp.solve(model, resume=load(tmp_path), **kw))
     with pytest.raises(CheckpointError, match="params"):  # other starting parameters
-        gpomdp.solve(model, resume=load(tmp_path), **{**kw, "params": params + 1})
+        gpomdp.solve(model, resume=load(tmp_path), **{**kw, "params": jax.tree.map(lambda x: x + 1, params)})
 
 
 def test_conjpomdp_stopped_and_resumed_equals_uninterrupted(tmp_path):
@@ -136,14 +140,14 @@ def test_time_limit_counts_the_seconds_before_the_checkpoint(tmp_path):
 
 
 def test_callback_false_stops_and_the_stop_reasons(tmp_path):
-    model = problems.three_state()
-    r = gpomdp.solve(model, time_limit=None, max_iterations=5, config=GP_CONFIG,
+    tiger, three = problems.get("tiger"), problems.three_state()
+    r = gpomdp.solve(tiger, time_limit=None, max_iterations=5, config=GP_CONFIG,
                      callback=lambda s, eta, norm, it: it < 2)
     assert r.info["stop_reason"] == "callback" and r.info["iterations"] == 2
-    r = conjpomdp.solve(model, time_limit=None, max_iterations=5, config=CG_CONFIG,
+    r = conjpomdp.solve(three, time_limit=None, max_iterations=5, config=CG_CONFIG,
                         callback=lambda s, eta, norm, it: it < 1)
     assert r.info["stop_reason"] == "callback" and r.info["iterations"] == 1
-    r = gpomdp.solve(model, time_limit=None, max_iterations=5, config=GP_CONFIG, gradient_tolerance=1e9)
+    r = gpomdp.solve(tiger, time_limit=None, max_iterations=5, config=GP_CONFIG, gradient_tolerance=1e9)
     assert r.info["stop_reason"] == "gradient tolerance" and r.info["iterations"] == 1
-    r = gpomdp.solve(model, max_iterations=5, config=GP_CONFIG, stop=lambda: True)
+    r = gpomdp.solve(tiger, max_iterations=5, config=GP_CONFIG, stop=lambda: True)
     assert r.info["stop_reason"] == "stopped" and r.info["iterations"] == 0

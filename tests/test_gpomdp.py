@@ -8,6 +8,8 @@ quadratics whose maxima are known in closed form.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,13 +56,58 @@ def to64(tree):
     return jax.tree.map(lambda x: jnp.asarray(np.asarray(x), jnp.float64), tree)
 
 
-def central_difference(f, params, h=1e-6):
+# The exact references are jitted, with the model, the parameters, ``restart`` and
+# ``beta`` as arguments (the policy is a pytree of static fields): one compiled
+# program per case serves every test, parametrization and value of beta, where the
+# op-by-op evaluation compiled dozens of small programs per case.
+def _chain_fn(model, policy, restart):
+    return lambda p: markov.induced_chain(model, policy, p, restart)
+
+
+@jax.jit
+def exact(model, policy, params, restart, beta):
+    """The chain, ``pi``, ``grad eta``, ``grad_beta eta``, ``grad pi'`` and ``J_beta`` (flat gradients)."""
+    chain_fn = _chain_fn(model, policy, restart)
+    chain = chain_fn(params)
+    P = chain.transition
+    flat = lambda tree: ravel_pytree(tree)[0]  # noqa: E731
+    return {"chain": chain, "pi": markov.stationary_distribution(P),
+            "gradient": flat(markov.gradient(chain_fn, params)),
+            "beta_gradient": flat(markov.beta_gradient(chain_fn, params, beta)),
+            "stationary_gradient": markov.stationary_gradient(chain_fn, params),
+            "J": jnp.linalg.solve(jnp.eye(P.shape[0], dtype=P.dtype) - beta * P, chain.reward)}
+
+
+@functools.partial(jax.jit, static_argnames="num_steps")
+def expected_estimate(model, policy, params, restart, beta, num_steps):
+    """``E[Delta_T]`` (flat) of the chain restarted with ``restart``."""
+    return ravel_pytree(markov.expected_estimate(_chain_fn(model, policy, restart), params, beta, num_steps))[0]
+
+
+def num_params(params):
+    return sum(np.size(x) for x in jax.tree.leaves(params))
+
+
+@jax.jit
+def _average_reward(model, policy, params, restart, shift):
     flat, unravel = ravel_pytree(params)
-    out = []
-    for k in range(flat.size):
-        e = jnp.zeros_like(flat).at[k].set(h)
-        out.append((f(unravel(flat + e)) - f(unravel(flat - e))) / (2 * h))
-    return jnp.stack(out)
+    return markov.average_reward(_chain_fn(model, policy, restart), unravel(flat + shift))
+
+
+def average_reward(model, policy, params, restart, shift=None):
+    """``eta`` of the chain restarted with ``restart``, at ``params`` moved by ``shift`` (flat; default 0)."""
+    shift = np.zeros(num_params(params)) if shift is None else shift
+    return float(_average_reward(model, policy, params, restart, shift))
+
+
+def central_difference(model, policy, params, restart, h=1e-6):
+    """``(eta(theta + h e_k) - eta(theta - h e_k)) / 2h`` for every flat parameter ``k``.
+
+    One compiled ``eta`` called 2K times (not vmapped: a batched solve once left
+    XLA:CPU's thread pool waiting for ever here).
+    """
+    eta = functools.partial(average_reward, model, policy, params, restart)
+    return np.array([(eta(e) - eta(-e)) / (2 * h) for e in np.eye(num_params(params)) * h])
 
 
 # ------------------------------------------------------------ exact references
@@ -69,19 +116,18 @@ def central_difference(f, params, h=1e-6):
 def test_gradient_matches_finite_differences(index, restart):
     with jax.enable_x64(True):
         name, model, policy, params = cases()[index]
-        chain_fn = lambda p: markov.induced_chain(model, policy, p, restart)  # noqa: E731
-        exact = ravel_pytree(markov.gradient(chain_fn, params))[0]
-        fd = central_difference(lambda p: markov.average_reward(chain_fn, p), params)
-        np.testing.assert_allclose(exact, fd, rtol=1e-6, atol=1e-8, err_msg=name)
-        assert np.linalg.norm(exact) > 1e-3  # not trivially zero
+        exact_gradient = exact(model, policy, params, restart, 0.0)["gradient"]
+        fd = central_difference(model, policy, params, restart)
+        np.testing.assert_allclose(exact_gradient, fd, rtol=1e-6, atol=1e-8, err_msg=name)
+        assert np.linalg.norm(exact_gradient) > 1e-3  # not trivially zero
 
 
 def test_stationary_distribution_is_stationary():
     with jax.enable_x64(True):
         _, model, policy, params = cases()[1]
-        P = markov.induced_chain(model, policy, params).transition
+        ref = exact(model, policy, params, 0.0, 0.0)
+        P, pi = ref["chain"].transition, ref["pi"]
         np.testing.assert_allclose(P.sum(1), 1.0, atol=1e-12)
-        pi = markov.stationary_distribution(P)
         np.testing.assert_allclose(pi @ P, pi, atol=1e-12)
         np.testing.assert_allclose(pi.sum(), 1.0, atol=1e-12)
         assert np.all(pi >= -1e-15)
@@ -108,21 +154,32 @@ def paper_chain(seed=0, S=5):
     return chain_fn, r_s, jnp.asarray(rng.normal(size=3))
 
 
+@functools.lru_cache(maxsize=None)
+def paper_identity_terms():
+    """A jitted ``beta -> (grad, grad_beta, grad pi', J_beta, pi' (grad P) J_beta)`` of :func:`paper_chain`
+    (built under x64; beta traced: one program for every beta)."""
+    chain_fn, r_s, theta = paper_chain()
+
+    @jax.jit
+    def terms(beta):
+        P = chain_fn(theta).transition
+        J = jnp.linalg.solve(jnp.eye(P.shape[0]) - beta * P, r_s)
+        dP = markov.chain_derivatives(chain_fn, theta)[1]
+        pi = markov.stationary_distribution(P)
+        return (markov.gradient(chain_fn, theta), markov.beta_gradient(chain_fn, theta, beta),
+                markov.stationary_gradient(chain_fn, theta), J, jnp.einsum("x,kxy,y->k", pi, dP, J))
+
+    return terms
+
+
 @pytest.mark.parametrize("beta", [0.0, 0.3, 0.8, 0.95])
 def test_paper_identity_holds_to_1e8(beta):
     """grad eta = (1 - beta) (grad pi') J_beta + beta grad_beta eta, J_beta = (I - beta P)^{-1} r_s."""
     with jax.enable_x64(True):
-        chain_fn, r_s, theta = paper_chain()
-        P = chain_fn(theta).transition
-        grad = markov.gradient(chain_fn, theta)
-        grad_beta = markov.beta_gradient(chain_fn, theta, beta)
-        grad_pi = markov.stationary_gradient(chain_fn, theta)                  # [K, X]
-        J = jnp.linalg.solve(jnp.eye(P.shape[0]) - beta * P, r_s)
+        grad, grad_beta, grad_pi, J, paper_grad_beta = paper_identity_terms()(beta)  # grad_pi: [K, X]
         np.testing.assert_allclose(grad, (1 - beta) * grad_pi @ J + beta * grad_beta, rtol=0, atol=1e-8)
         # grad_beta eta is the paper's pi' (grad P) J_beta
-        dP = markov.chain_derivatives(chain_fn, theta)[1]
-        pi = markov.stationary_distribution(P)
-        np.testing.assert_allclose(grad_beta, jnp.einsum("x,kxy,y->k", pi, dP, J), atol=1e-10)
+        np.testing.assert_allclose(grad_beta, paper_grad_beta, atol=1e-10)
 
 
 @pytest.mark.parametrize("index", range(4))
@@ -131,22 +188,16 @@ def test_identity_with_rewards_of_steps(index, beta):
     """With a reward R(s, u) of the step: grad eta = (1 - beta) (grad pi') J_beta + grad_beta eta."""
     with jax.enable_x64(True):
         _, model, policy, params = cases()[index]
-        chain_fn = lambda p: markov.induced_chain(model, policy, p)  # noqa: E731
-        chain = chain_fn(params)
-        J = jnp.linalg.solve(jnp.eye(chain.transition.shape[0]) - beta * chain.transition, chain.reward)
-        grad = ravel_pytree(markov.gradient(chain_fn, params))[0]
-        grad_beta = ravel_pytree(markov.beta_gradient(chain_fn, params, beta))[0]
-        grad_pi = markov.stationary_gradient(chain_fn, params)
-        np.testing.assert_allclose(grad, (1 - beta) * grad_pi @ J + grad_beta, rtol=0, atol=1e-8)
+        ref = exact(model, policy, params, 0.0, beta)  # J: (I - beta P)^{-1} r
+        np.testing.assert_allclose(ref["gradient"], (1 - beta) * ref["stationary_gradient"] @ ref["J"]
+                                   + ref["beta_gradient"], rtol=0, atol=1e-8)
 
 
 def test_bias_shrinks_as_beta_goes_to_one():
     with jax.enable_x64(True):
         for _, model, policy, params in cases()[1:]:
-            chain_fn = lambda p: markov.induced_chain(model, policy, p)  # noqa: E731
-            exact = ravel_pytree(markov.gradient(chain_fn, params))[0]
-            bias = [float(jnp.linalg.norm(ravel_pytree(markov.beta_gradient(chain_fn, params, b))[0] - exact))
-                    for b in (0.0, 0.5, 0.9, 0.99, 0.999)]
+            refs = [exact(model, policy, params, 0.0, b) for b in (0.0, 0.5, 0.9, 0.99, 0.999)]
+            bias = [float(jnp.linalg.norm(r["beta_gradient"] - r["gradient"])) for r in refs]
             assert all(b1 > b2 for b1, b2 in zip(bias, bias[1:])), bias
             assert bias[-1] < 0.01 * bias[0]
 
@@ -154,18 +205,21 @@ def test_bias_shrinks_as_beta_goes_to_one():
 def test_expected_estimate_tends_to_beta_gradient():
     with jax.enable_x64(True):
         _, model, policy, params = cases()[1]
-        chain_fn = lambda p: markov.induced_chain(model, policy, p)  # noqa: E731
-        limit = ravel_pytree(markov.beta_gradient(chain_fn, params, 0.7))[0]
-        e_short = ravel_pytree(markov.expected_estimate(chain_fn, params, 0.7, 10))[0]
-        e_long = ravel_pytree(markov.expected_estimate(chain_fn, params, 0.7, 5000))[0]
+        limit = exact(model, policy, params, 0.0, 0.7)["beta_gradient"]
+        e_short = expected_estimate(model, policy, params, 0.0, 0.7, 10)
+        e_long = expected_estimate(model, policy, params, 0.0, 0.7, 5000)
         assert jnp.linalg.norm(e_long - limit) < 0.01 * jnp.linalg.norm(e_short - limit)
 
 
 # ------------------------------------------------------------- the estimator
+#: Chains of the Monte Carlo checks.
+CHAINS = 20000
+#: T of the checks on tiger: one shape, so one compiled ``_gpomdp`` (beta, restart and baseline are traced).
+TIGER_T = 30
 MC_CASES = [  # (case index, beta, T, restart)
     (0, 0.5, 30, 0.0),
-    (1, 0.8, 20, 0.0),
-    (1, 0.8, 20, 0.05),
+    (1, 0.8, TIGER_T, 0.0),
+    (1, 0.8, TIGER_T, 0.05),
     (3, 0.6, 15, 0.0),
 ]
 
@@ -174,23 +228,22 @@ MC_CASES = [  # (case index, beta, T, restart)
 def test_monte_carlo_mean_within_3_standard_errors_of_exact(index, beta, T, restart):
     _, model, policy, params = cases()[index]
     est = gpomdp.gpomdp(jax.random.key(11), model, policy, params, num_steps=T, beta=beta,
-                        num_chains=20000, restart_prob=restart)
+                        num_chains=CHAINS, restart_prob=restart)
     with jax.enable_x64(True):
         _, model64, policy64, _ = cases()[index]
         params64 = to64(params)  # the same numbers (x64 draws different random ones)
-        chain_fn = lambda p: markov.induced_chain(model64, policy64, p, restart)  # noqa: E731
-        exact = np.asarray(ravel_pytree(markov.expected_estimate(chain_fn, params64, beta, T))[0])
+        expected = np.asarray(expected_estimate(model64, policy64, params64, restart, beta, T))
     mean = np.asarray(ravel_pytree(est.gradient)[0])
     se = np.asarray(ravel_pytree(est.stderr)[0])
-    z = np.abs(mean - exact) / se
-    assert np.all(z < 3), (z, mean, exact)
-    assert est.num_steps == 20000 * T
+    z = np.abs(mean - expected) / se
+    assert np.all(z < 3), (z, mean, expected)
+    assert est.num_steps == CHAINS * T
 
 
 def test_baseline_leaves_the_expectation_and_lowers_the_variance():
     _, model, policy, params = cases()[1]
-    plain = gpomdp.gpomdp(jax.random.key(3), model, policy, params, num_steps=30, beta=0.8, num_chains=20000)
-    based = gpomdp.gpomdp(jax.random.key(4), model, policy, params, num_steps=30, beta=0.8, num_chains=20000,
+    plain = gpomdp.gpomdp(jax.random.key(3), model, policy, params, num_steps=TIGER_T, beta=0.8, num_chains=CHAINS)
+    based = gpomdp.gpomdp(jax.random.key(4), model, policy, params, num_steps=TIGER_T, beta=0.8, num_chains=CHAINS,
                           baseline=float(plain.average_reward))
     a, sa = (np.asarray(ravel_pytree(x)[0]) for x in (plain.gradient, plain.stderr))
     b, sb = (np.asarray(ravel_pytree(x)[0]) for x in (based.gradient, based.stderr))
@@ -203,18 +256,18 @@ def test_average_reward_matches_exact_eta():
     est = gpomdp.gpomdp(jax.random.key(0), model, policy, params, num_steps=2000, beta=0.5, num_chains=256)
     with jax.enable_x64(True):
         _, m64, p64, _ = cases()[1]
-        q64 = to64(params)
-        eta = float(markov.average_reward(lambda p: markov.induced_chain(m64, p64, p), q64))
+        eta = average_reward(m64, p64, to64(params), 0.0)
     assert abs(float(est.average_reward) - eta) < 4 * float(est.average_reward_stderr) + 0.02
 
 
 def test_reproducible_and_compiled_once_per_shape():
     _, model, policy, params = cases()[1]
     gpomdp._gpomdp.clear_cache()
-    a = gpomdp.gpomdp(jax.random.key(0), model, policy, params, num_steps=50, beta=0.5, num_chains=8)
-    b = gpomdp.gpomdp(jax.random.key(0), model, policy, params, num_steps=50, beta=0.5, num_chains=8)
-    c = gpomdp.gpomdp(jax.random.key(0), model, policy, params, num_steps=50, beta=0.9, num_chains=8,
-                      restart_prob=0.1, baseline=-1.0)
+    # the shape of the Monte Carlo checks on tiger: their compiled program, from the persistent cache
+    shape = {"num_steps": TIGER_T, "num_chains": CHAINS}
+    a = gpomdp.gpomdp(jax.random.key(0), model, policy, params, beta=0.5, **shape)
+    b = gpomdp.gpomdp(jax.random.key(0), model, policy, params, beta=0.5, **shape)
+    c = gpomdp.gpomdp(jax.random.key(0), model, policy, params, beta=0.9, restart_prob=0.1, baseline=-1.0, **shape)
     chex_equal = jax.tree.map(lambda x, y: np.array_equal(x, y), a.gradient, b.gradient)
     assert all(jax.tree.leaves(chex_equal))
     assert not np.array_equal(ravel_pytree(a.gradient)[0], ravel_pytree(c.gradient)[0])
@@ -228,18 +281,20 @@ def test_one_chain_is_the_paper_recursion_step_by_step():
     theta = jnp.array([0.4, -0.9])
     beta, T = 0.7, 40
     key = jax.random.key(8)
-    # replay the chain's own draws to get the path, then apply the recursion in NumPy
-    delta, _ = gpomdp._one_chain(key, model, policy, theta, jnp.float32(beta), jnp.float32(0.0),
-                                 jnp.float32(0.0), T)
+    # replay the chain's own draws to get the path, then apply the recursion in NumPy (each piece
+    # jitted whole: one compilation instead of one per operation)
+    delta, _ = jax.jit(gpomdp._one_chain, static_argnums=7)(key, model, policy, theta, jnp.float32(beta),
+                                                            jnp.float32(0.0), jnp.float32(0.0), T)
     key_init, key_steps = jax.random.split(key)
-    carry = gpomdp._start(key_init, model, theta)
+    carry = jax.jit(gpomdp._start)(key_init, model, theta)
+    chain_step = jax.jit(gpomdp._chain_step)
     z = np.zeros(2)
     ref = np.zeros(2)
     feats = np.asarray(problems.THREE_STATE_FEATURES)
     for t, k in enumerate(jax.random.split(key_steps, T)):
         state, phi = int(carry[0]), np.asarray(carry[2])
-        carry, reward, _ = gpomdp._chain_step(model, policy, theta, carry, k, trace_decay=jnp.float32(beta),
-                                              restart_prob=jnp.float32(0.0))
+        carry, reward, _ = chain_step(model, policy, theta, carry, k, trace_decay=jnp.float32(beta),
+                                      restart_prob=jnp.float32(0.0))
         # which action was drawn: the reward R(s, u) of three-state differs between actions
         u = int(np.argmin(np.abs(np.asarray(model.reward)[:, state] - float(reward))))
         p0 = 1 / (1 + np.exp(-np.dot(np.asarray(theta), phi)))
@@ -322,7 +377,7 @@ def test_sampled_policy_value_matches_exact_discounted_value():
         m64 = problems.tiger()
         p64 = to64(params)
         rho = 1 - 0.95
-        value = float(markov.average_reward(lambda p: markov.induced_chain(m64, policy, p, rho), p64)) / rho
+        value = average_reward(m64, policy, p64, rho) / rho
     half = 1.96 * float(ev.stderr) + ev.truncation_bound + 1e-3
     assert abs(float(ev.mean) - value) < 1.5 * half, (float(ev.mean), value)
 

@@ -108,19 +108,47 @@ def _directions(m, seed=0, distinct=None):
     }
 
 
-def _check(f, m, fields=FIELDS, distinct=None, seed=0):
+@functools.partial(jax.jit, static_argnums=0)
+def _derivatives(f, m, tangents, *args):
+    """``f(m, *args)``'s value and gradient (the FIELDS), and along each direction of ``tangents``
+    (every field, stacked on a leading axis) its jvp and ``f`` at ``t = STEP, -STEP, 0``.
+
+    One compiled program per ``f`` and model shape (the directions vmapped), where the
+    same computed op by op compiled a program per transformation and per small operation.
+    Under vmap a while loop runs each element until its own stopping rule holds (the
+    others are masked), so the values are those of the separate evaluations.
+    """
+    value, grad = jax.value_and_grad(f, allow_int=True)(m, *args)
+
+    def along(d, t):
+        return f(_perturb(m, d, t), *args)
+
+    jvps = jax.vmap(lambda d: jax.jvp(lambda t: along(d, t), (jnp.float64(0.0),), (jnp.float64(1.0),))[1])(tangents)
+    ts = jnp.array([STEP, -STEP, 0.0])
+    values = jax.vmap(lambda d: jax.vmap(lambda t: along(d, t))(ts))(tangents)
+    return value, {k: getattr(grad, k) for k in FIELDS}, jvps, values
+
+
+def _tangents(m, dirs, fields):
+    """The directions of ``fields`` as tangents of every field (zero but the direction's own), stacked."""
+    rows = [{k: jnp.broadcast_to(dirs[name].get(k, jnp.zeros_like(getattr(m, k))), jnp.shape(getattr(m, k)))
+             for k in FIELDS} for name in fields]
+    return jax.tree.map(lambda *x: jnp.stack(x), *rows)
+
+
+def _check(f, m, fields=FIELDS, distinct=None, seed=0, args=()):
     """grad and jvp of ``f`` along each field's direction match central differences."""
-    value, grad = jax.value_and_grad(f, allow_int=True)(m)
-    assert float(value) == pytest.approx(float(f(m)), rel=1e-13)  # differentiating does not change the value
-    scale = _scale(m)
     dirs = _directions(m, seed, distinct)
+    value, grad, jvps, values = jax.device_get(_derivatives(f, m, _tangents(m, dirs, fields), *args))
+    # differentiating does not change the value (the last column: t = 0)
+    assert float(value) == pytest.approx(float(values[0, 2]), rel=1e-13)
+    scale = _scale(m)
     report = {}
-    for name in fields:
+    for i, name in enumerate(fields):
         d = dirs[name]
-        by_grad = sum(float(jnp.vdot(getattr(grad, k), v)) for k, v in d.items())
-        along = lambda t, d=d: f(_perturb(m, d, t))  # noqa: E731
-        by_jvp = float(jax.jvp(along, (jnp.float64(0.0),), (jnp.float64(1.0),))[1])
-        fd = (float(along(STEP)) - float(along(-STEP))) / (2 * STEP)
+        by_grad = sum(float(np.vdot(grad[k], np.asarray(v))) for k, v in d.items())
+        by_jvp = float(jvps[i])
+        fd = (float(values[i, 0]) - float(values[i, 1])) / (2 * STEP)
         report[name] = (by_grad, by_jvp, fd)
         for what, x in (("grad", by_grad), ("jvp", by_jvp)):
             assert abs(x - fd) <= RTOL * abs(fd) + ATOL * scale, (name, what, x, fd)
@@ -172,6 +200,11 @@ def _blind_b0(m):
 
 def _fsc_b0(m):
     return exact_value(TIGER_FSC, m, tol=TOL)
+
+
+def _plan_value(m, actions, successors, b):
+    """The plans' value at ``b`` (the plans and the belief traced: one program for every belief)."""
+    return plan_value(actions, successors, m, b, tol=TOL)
 
 
 # ------------------------------------------------------------------- tests
@@ -242,10 +275,8 @@ def test_alpha_vector_policy_value_matches_finite_differences(belief):
     distinct = top[np.abs(top - top[0]) > 1e-9]
     assert top[0] - distinct[0] > 1e-3  # one best plan: the max is differentiable here
 
-    def f(model):
-        return plan_value(actions, successors, model, b, tol=TOL)
-
-    report = _check(f, m, fields=("reward", "next_prob", "obs_prob", "discount"))
+    report = _check(_plan_value, m, fields=("reward", "next_prob", "obs_prob", "discount"),
+                    args=(jnp.asarray(actions), jnp.asarray(successors), b))
     for name in ("reward", "next_prob", "obs_prob", "discount"):
         assert abs(report[name][2]) > 1e-3, (name, report[name])
     # and with respect to the belief itself: the best plan's vector
@@ -265,7 +296,9 @@ def test_four_by_three_bounds_match_finite_differences(f):
 def test_grad_of_whole_arrays_matches_finite_differences():
     """Every entry of d QMDP(b0) / d reward on 4x3 (one difference quotient per entry)."""
     m, distinct = _four_by_three()
-    g = np.asarray(jax.grad(_qmdp_b0, allow_int=True)(m).reward)
+    # the gradient from test_four_by_three_bounds_match_finite_differences[qmdp]'s program
+    g = _derivatives(_qmdp_b0, m, _tangents(m, _directions(m, 1, distinct), FIELDS))[1]["reward"]
+    g = np.asarray(g)
     A, S = m.reward.shape
     fd = np.zeros((A, S))
     for a in range(A):
@@ -288,13 +321,15 @@ def test_grad_of_whole_arrays_matches_finite_differences():
 def test_grad_under_vmap_equals_per_model_grads():
     base = _tiger()
     models = [base.replace(obs_prob=base.obs_prob.at[0].set(jnp.array([[p, 1 - p], [1 - p, p]])),
-                           discount=jnp.asarray(g))
+                           discount=jnp.asarray(g, jnp.float64))  # strongly typed, as base's
               for g, p in ((0.9, 0.7), (0.95, 0.85), (0.93, 0.9))]
     stacked = batched.stack_models(models)
+    tangents = _tangents(base, _directions(base), FIELDS)  # (only the gradient is used)
     for f in (_qmdp_b0, _fib_b0, _blind_b0, _fsc_b0):
         grads = jax.jit(jax.vmap(jax.grad(f, allow_int=True)))(stacked)
         for i, m in enumerate(models):
-            one = jax.grad(f, allow_int=True)(m)
-            for k in ("reward", "next_prob", "obs_prob", "discount", "initial_belief"):
-                np.testing.assert_allclose(np.asarray(getattr(grads, k)[i]), np.asarray(getattr(one, k)),
+            # each model's own gradient, from test_tiger_values_match_finite_differences's program
+            one = _derivatives(f, m, tangents)[1]
+            for k in FIELDS:
+                np.testing.assert_allclose(np.asarray(getattr(grads, k)[i]), np.asarray(one[k]),
                                            rtol=1e-9, atol=1e-9 * _scale(m), err_msg=f"{f.__name__} {k} {i}")
