@@ -15,6 +15,7 @@ from jaxpomdp import checkpoint, problems
 from jaxpomdp.checkpoint import Checkpointer, StopRequest, load
 from jaxpomdp.errors import CheckpointError
 from jaxpomdp.solvers import nvi, point_based
+from test_nvi import SMALL
 
 
 def stop_after(k: int):
@@ -84,11 +85,15 @@ def test_time_limit_counts_the_seconds_before_the_checkpoint(tmp_path):
     assert r.solve_seconds >= elapsed
 
 
+#: tests/test_nvi.py's SMALL, the NVI tests' shared Tiger configuration: its explore / train / init (10-30 s to
+#: compile per distinct configuration) are compiled once for the whole session. Edge refreshes included: their
+#: random choices must resume too.
+NVI_SMALL = SMALL
+
+
 def test_nvi_stopped_and_resumed_equals_never_stopped(tmp_path):
     model = problems.get("tiger")
-    config = nvi.default_config(model)._replace(capacity=64, hidden=(16,), num_particles=32, b0_particles=64,
-                                                max_depth=8, pool_capacity=128, train_steps=10,
-                                                refresh_nodes=2, fit_steps=10)
+    config = NVI_SMALL
     kw = dict(time_limit=None, max_iterations=5, seed=2, config=config, warmup_steps=20)
     ref = nvi.solve(model, **kw)
     ckpt = Checkpointer(tmp_path, every=1e9)

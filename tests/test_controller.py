@@ -110,26 +110,34 @@ def _listen_sum(steps, gamma=0.95):
     return -sum(gamma ** t for t in range(steps))
 
 
+def _table(p, x):  # a node's network: a table over Tiger's one-hot state features
+    return x @ p
+
+
+#: The rollout policy's static settings and the evaluations' sizes of the two rollout tests below: with the same
+#: shapes (5 nodes, ``_table`` networks) both evaluate the same two compiled programs (each a 5-15 s compilation).
+ROLLOUT = dict(num_particles=32, candidates=4, num_rollouts=32, horizon=40)
+EPISODES = dict(num_episodes=128, horizon=60)
+
+
 def test_rollout_policy_leaves_a_bad_start_node_for_a_better_plan():
     # node 0 opens the left door forever (about -45 a step), node 1 listens forever (-1 a step); the
-    # controller starts at node 0 and its networks say nothing (all zero): the rollouts must decide
+    # controller starts at node 0 and its networks say nothing (all zero): the rollouts must decide. Nodes 2-4
+    # are inactive copies of node 0 (the other rollout test's 5 nodes): never a candidate, whatever the networks
     m = problems.tiger()
-    c = Controller(jnp.array([1, 0], jnp.int32), jnp.array([[0, 0], [1, 1]], jnp.int32), jnp.ones(2, bool),
-                   jnp.zeros((2, 2), jnp.float32), jnp.int32(0), lambda p, x: x @ p)
+    c = Controller(jnp.array([1, 0, 1, 1, 1], jnp.int32), jnp.array([[0, 0], [1, 1], [2, 2], [3, 3], [4, 4]],
+                                                                     jnp.int32),
+                   jnp.arange(5) < 2, jnp.zeros((5, 2), jnp.float32), jnp.int32(0), _table)
     g = jax.vmap(lambda k: controller_return(k, m, c, jnp.int32(0), jnp.int32(1), 30))(jax.random.split(
         jax.random.key(0), 4))
     np.testing.assert_allclose(np.asarray(g), _listen_sum(30), rtol=1e-5)  # listening: the same every run
-    follow = simulate.evaluate(jax.random.key(0), m, ControllerPolicy(c), num_episodes=64, horizon=60)
-    pol = ParticleRolloutPolicy(c, m, num_particles=32, candidates=2, num_rollouts=32, horizon=30)
-    ev = simulate.evaluate(jax.random.key(0), m, pol, num_episodes=64, horizon=60)
+    follow = simulate.evaluate(jax.random.key(0), m, ControllerPolicy(c), **EPISODES)
+    pol = ParticleRolloutPolicy(c, m, **ROLLOUT)
+    ev = simulate.evaluate(jax.random.key(0), m, pol, **EPISODES)
     assert float(follow.mean) < -200
     # every episode: node 1 from b0 on, and no rollout ever makes opening the door look better
     np.testing.assert_allclose(float(ev.mean), _listen_sum(60), rtol=1e-5)
     assert float(ev.stderr) < 1e-4
-
-
-def _table(p, x):  # a node's network: a table over Tiger's one-hot state features
-    return x @ p
 
 
 @pytest.mark.parametrize("exact", [False, True])
@@ -140,10 +148,9 @@ def test_rollout_policy_follows_the_graph_or_keeps_an_optimal_controller_optimal
     m = problems.tiger()
     V = jnp.asarray(_exact_controller_values(m, ACTIONS, EDGES), jnp.float32)
     c = _tiger_controller(V if exact else jnp.zeros_like(V), _table)
-    pol = ParticleRolloutPolicy(c, m, num_particles=32, candidates=4, num_rollouts=32, horizon=40,
-                                z=2.0 if exact else float("inf"))
-    ev = simulate.evaluate(jax.random.key(2), m, pol, num_episodes=128, horizon=60)
-    ref = simulate.evaluate(jax.random.key(2), m, ControllerPolicy(c), num_episodes=128, horizon=60)
+    pol = ParticleRolloutPolicy(c, m, **ROLLOUT, z=2.0 if exact else float("inf"))
+    ev = simulate.evaluate(jax.random.key(2), m, pol, **EPISODES)
+    ref = simulate.evaluate(jax.random.key(2), m, ControllerPolicy(c), **EPISODES)
     if not exact:
         assert float(ev.mean) == pytest.approx(float(ref.mean), abs=1e-5)
         assert float(ev.stderr) == pytest.approx(float(ref.stderr), abs=1e-5)
@@ -197,7 +204,8 @@ def test_export_renumbers_from_the_start_and_drops_unreachable_nodes():
 
 def test_stacked_mlp_evaluates_all_nodes_at_once():
     init_fn, apply_fn = mlp((8, 8), 10.0)
-    params = init_params(jax.random.key(0), init_fn, 6, 3)
+    # jitted: one compilation instead of the op-by-op ones of every layer's initialiser
+    params = jax.jit(init_params, static_argnums=(1, 2, 3))(jax.random.key(0), init_fn, 6, 3)
     x = jax.random.normal(jax.random.key(1), (5, 3))
     v = jax.jit(node_values, static_argnums=0)(apply_fn, params, x)
     assert v.shape == (6, 5)

@@ -27,6 +27,7 @@ from jaxpomdp.io.alpha import read_alpha
 from jaxpomdp.model import from_dense
 from jaxpomdp import problems
 from jaxpomdp.solvers import SOLVERS, conjpomdp, gpomdp, point_based
+from test_nvi import SMALL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,17 +108,19 @@ def _poisoned_update(at: int):
 
 
 def test_hsvi_nan_mid_run_keeps_the_last_good_policy(monkeypatch):
-    monkeypatch.setattr(point_based, "update", _poisoned_update(3))
+    # NaN from step 2 on, as in test_cli_writes_the_last_good_policy: the same poisoned step (`at` is baked into
+    # the program), compiled once
+    monkeypatch.setattr(point_based, "update", _poisoned_update(2))
     seen = []
     with pytest.raises(NumericalError) as info:
         point_based.solve(problems.tiger(), method="hsvi", time_limit=30.0, target_gap=0.0,
                           callback=lambda *row: seen.append(row))
     e = info.value
-    assert e.iteration == 3 and e.what == "lower-bound alpha-vectors"
+    assert e.iteration == 2 and e.what == "lower-bound alpha-vectors"
     assert str(e).startswith("hsvi: lower-bound alpha-vectors not finite (") and "NaN" in str(e)
-    assert str(e).endswith("at iteration 3; stopped, the last good policy is from iteration 2")
+    assert str(e).endswith("at iteration 2; stopped, the last good policy is from iteration 1")
     good = e.last_good
-    assert good.info["iterations"] == 2 and len(good.history) == 3 and len(seen) == 2
+    assert good.info["iterations"] == 1 and len(good.history) == 2 and len(seen) == 1
     assert np.isfinite(good.alphas).all() and len(good.alphas) == len(good.alpha_actions) > 0
     assert np.isfinite([good.lower_bound, good.upper_bound]).all() and good.lower_bound <= good.upper_bound
     b0 = np.asarray(problems.tiger().initial_belief)
@@ -214,15 +217,17 @@ def test_nvi_nan_mid_run_keeps_the_last_good_controller(monkeypatch):
     from jaxpomdp.solvers import nvi
     real = nvi.train
 
-    @functools.partial(jax.jit, static_argnames=("config", "apply_fn"))
     def train(key, model, st, config, apply_fn):  # NaN networks from the third iteration on
+        # not jitted: the real train step runs as compiled (the same program as every other solve with this config)
         st, loss = real(key, model, st, config, apply_fn)
-        bad = st.iteration >= 3
-        return st._replace(params=jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), st.params)), loss
+        if int(st.iteration) >= 3:
+            st = st._replace(params=jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), st.params))
+        return st, loss
 
     monkeypatch.setattr(nvi, "train", train)
-    config = nvi.Config(capacity=16, hidden=(8,), num_particles=16, b0_particles=32, max_depth=6, pool_capacity=32,
-                        batch_per_node=4, train_steps=4, fit_steps=4, fit_repeats=1, refresh_nodes=2)
+    # tests/test_nvi.py's SMALL, the NVI tests' shared Tiger configuration: its explore / train / init (10-30 s to
+    # compile per distinct configuration) are compiled once for the whole session
+    config = SMALL
     with pytest.raises(NumericalError) as info:
         nvi.solve(problems.tiger(), time_limit=None, max_iterations=10, config=config, warmup_steps=4)
     e = info.value
@@ -231,5 +236,6 @@ def test_nvi_nan_mid_run_keeps_the_last_good_controller(monkeypatch):
     assert str(e).endswith("at iteration 3; stopped, the last good policy is from iteration 2")
     good = e.last_good
     assert good.info["iterations"] == 2 and np.isfinite(good.info["value_estimate"])
-    ev = jaxpomdp.simulate.evaluate(jax.random.key(0), problems.tiger(), good.policy, num_episodes=50)
+    # 1000 episodes: tests/test_nvi.py evaluates its SMALL controllers so, one compiled program for both
+    ev = jaxpomdp.simulate.evaluate(jax.random.key(0), problems.tiger(), good.policy, num_episodes=1000)
     assert np.isfinite(float(ev.mean))

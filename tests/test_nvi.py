@@ -15,9 +15,18 @@ from jaxpomdp.controller import exact_value, to_pg
 from jaxpomdp.problems.rocksample_sim import rocksample_sim
 from jaxpomdp.solvers import nvi
 
+#: The small Tiger configuration the NVI tests share (tests/test_checkpoint.py and tests/test_guards.py use the
+#: same one): ``Config`` is a static argument and every field ``explore`` / ``train`` / ``init`` read is baked into
+#: the compiled program, so one configuration compiles them once for the whole session (``explore`` alone takes
+#: 10-30 s to compile per distinct configuration). Two edge refreshes per iteration, so that the refresh path runs;
+#: snapshots every 2 iterations (read only by ``solve``; Tiger is valued exactly after every iteration anyway).
 SMALL = nvi.Config(capacity=32, hidden=(16, 16), num_particles=32, b0_particles=128, max_depth=12,
                    pool_capacity=64, batch_per_node=8, td_steps=8, train_steps=8, fit_steps=16, fit_repeats=2,
-                   info_steps=4, verify_successors=0)  # tabular models' default; the simulator's test below verifies
+                   info_steps=4, verify_successors=0,  # tabular models' default; the simulator's test below verifies
+                   refresh_nodes=2, snapshot_every=2)
+#: Training on home beliefs only, and refreshed edges kept unless they lose more than ``1 + |V|``: the home-belief
+#: test needs both; the train-step trace test uses it too, so the two compile one train step.
+HOME = SMALL._replace(home_fraction=1.0, improve_tol=-1.0)
 
 
 # the solver's pieces, compiled once per shape (called eagerly, their scans and maps trace on every call)
@@ -26,6 +35,7 @@ _collect = jax.jit(nvi.collect, static_argnames=("config", "apply_fn"))
 _add_node = jax.jit(nvi._add_node, static_argnames=("config", "apply_fn"))
 _refresh_node = jax.jit(nvi._refresh_node, static_argnames=("config", "apply_fn"))
 _train_step = jax.jit(nvi.train_step, static_argnames=("config", "apply_fn"))
+_successors = jax.jit(nvi._successors, static_argnames=("apply_fn", "verify", "horizon"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,13 +50,13 @@ def test_train_step_traces_once():
     st = nvi.init(jax.random.key(0), m, SMALL, net)
     step = jax.jit(chex.assert_max_traces(nvi.train_step, n=1), static_argnames=("config", "apply_fn"))
     losses = []
-    for i in range(3):
-        st, loss = step(jax.random.key(i), m, st, SMALL, net.apply_fn)
+    for i in range(3):  # HOME: the home-belief test's train step, the same program (one compilation)
+        st, loss = step(jax.random.key(i), m, st, HOME, net.apply_fn)
         losses.append(float(loss))
     assert int(st.steps) == 3 and all(np.isfinite(losses))
     # a new node (a different active mask / edges) is data, not a new trace
     st = st._replace(active=st.active.at[5].set(True), edges=st.edges.at[5].set(1))
-    st, _ = step(jax.random.key(9), m, st, SMALL, net.apply_fn)
+    st, _ = step(jax.random.key(9), m, st, HOME, net.apply_fn)
 
 
 def test_reproducible_under_a_seed():
@@ -81,7 +91,13 @@ def test_result_is_well_formed_and_beats_blind_on_tiger():
 
 def test_rocksample_simulator_smoke():
     sim = rocksample_sim(4, 4)
-    cfg = SMALL._replace(max_depth=16, verify_successors=4)
+    # notebooks/02_neural_value_iteration.ipynb's small settings (its OVERRIDES, as test_cli.py's rocksample run):
+    # the same compiled programs for the three; successors verified by running the controller (the simulators'
+    # default)
+    cfg = nvi.default_config(sim, capacity=32, hidden=(16, 16), num_particles=32, b0_particles=128, max_depth=16,
+                             pool_capacity=64, batch_per_node=8, td_steps=8, train_steps=8, fit_steps=16,
+                             fit_repeats=2, info_steps=4)
+    assert cfg.verify_successors > 0
     res = nvi.solve(sim, time_limit=None, max_iterations=3, seed=1, config=cfg, warmup_steps=16)
     assert res.upper_bound == pytest.approx(22.41, abs=0.01)  # the fully observable value at b0
     assert res.info["upper_bound_kind"] == "fully-observable"
@@ -139,7 +155,7 @@ def test_solve_returns_a_kept_snapshot(exact, monkeypatch):
     if not exact:  # Tiger too big to be valued exactly: snapshots by simulation
         monkeypatch.setattr(nvi, "MAX_EXACT_ENTRIES", 0)
     m = problems.tiger()
-    res = nvi.solve(m, time_limit=None, max_iterations=6, seed=0, config=SMALL._replace(snapshot_every=2),
+    res = nvi.solve(m, time_limit=None, max_iterations=6, seed=0, config=SMALL,
                     warmup_steps=64)
     info = res.info
     assert info["start_value_kind"] == ("exact" if exact else "simulated")
@@ -157,21 +173,26 @@ def test_solve_returns_a_kept_snapshot(exact, monkeypatch):
 
 def test_home_beliefs_stay_with_their_nodes_when_the_pool_wraps():
     # the pool is a ring (here 64 beliefs, 12 per iteration): refreshes and home-belief training must use the
-    # particles a node was created at, not whatever belief has since overwritten a pool slot
+    # particles a node was created at, not whatever belief has since overwritten a pool slot. The solve runs on
+    # the shared SMALL (its explore / train compiled once for the session); the refreshes and the train step
+    # checked below run on HOME: home beliefs only, and refreshed edges kept unless far worse
     m = problems.tiger()
-    cfg = SMALL._replace(refresh_nodes=2, home_fraction=1.0, improve_tol=-1.0)
+    cfg = HOME
     net = nvi.Network(*nvi.mlp(cfg.hidden, cfg.value_scale))
-    st = nvi.init(jax.random.key(0), m, cfg, net)
+    st = nvi.init(jax.random.key(0), m, SMALL, net)
     key = jax.random.key(1)
-    for i in range(8):
-        st, _ = nvi.update(jax.random.fold_in(key, i), m, st, cfg, net.apply_fn)
+    for i in range(6):  # 6 x 12 beliefs: past the 64 of the ring
+        st, _ = nvi.update(jax.random.fold_in(key, i), m, st, SMALL, net.apply_fn)
     assert int(st.pool_count) > cfg.pool_capacity and int(st.backups) > 0
     other = st._replace(pool=jax.tree.map(lambda x: 1 - x, st.pool))  # every pooled belief replaced
     k = jax.random.key(2)
+    changed = 0
     for i in range(4):
         a = _refresh_node(jax.random.fold_in(k, i), m, st, cfg, net.apply_fn)
         b = _refresh_node(jax.random.fold_in(k, i), m, other, cfg, net.apply_fn)
         np.testing.assert_array_equal(np.asarray(a.edges), np.asarray(b.edges))
+        changed += int(np.any(np.asarray(a.edges) != np.asarray(st.edges)))
+    assert changed > 0  # some refresh re-chose edges: the comparison above is not of untouched nodes
     _, loss_a = _train_step(k, m, st, cfg, net.apply_fn)
     _, loss_b = _train_step(k, m, other, cfg, net.apply_fn)
     assert float(loss_a) == float(loss_b)
@@ -186,10 +207,17 @@ def test_home_beliefs_stay_with_their_nodes_when_the_pool_wraps():
 def test_tabulated_node_values_give_the_same_backups_and_collection():
     # a tabular model's node values are looked up per state while exploring instead of recomputed per particle
     m = problems.get("4x3.95")
-    cfg = SMALL._replace(capacity=16, refresh_nodes=2)
+    cfg = SMALL._replace(capacity=16)
     net = nvi.Network(*nvi.mlp(cfg.hidden, cfg.value_scale))
     st = nvi.init(jax.random.key(0), m, cfg, net)
-    st, _ = nvi.update(jax.random.key(1), m, st, cfg, net.apply_fn)
+    # six more nodes (random actions and edges) on top of the 4 blind ones: a graph for the followed trajectories
+    # and successors to choose among, with every node's network distinct (freshly initialised), without compiling
+    # a solver iteration on 4x3 only for this
+    rng = np.random.default_rng(1)
+    more = np.arange(m.num_actions, 10)
+    st = st._replace(actions=st.actions.at[more].set(rng.integers(0, m.num_actions, len(more))),
+                     edges=st.edges.at[more].set(rng.integers(0, 10, (len(more), m.num_observations))),
+                     active=st.active.at[more].set(True), num_nodes=jnp.int32(10))
     table = nvi._value_table(m, st, net.apply_fn, cfg)
     assert table.shape == (16, m.num_states)
     states, valid, best = _collect(jax.random.key(2), m, st, cfg, net.apply_fn)
@@ -197,6 +225,7 @@ def test_tabulated_node_values_give_the_same_backups_and_collection():
     np.testing.assert_array_equal(np.asarray(states), np.asarray(s2))
     np.testing.assert_array_equal(np.asarray(best), np.asarray(b2))
     np.testing.assert_array_equal(np.asarray(valid), np.asarray(v2))
+    assert int(np.sum(np.asarray(valid))) > 0 and len(set(np.asarray(best).tolist())) > 1  # beliefs, nodes
     for t in range(int(np.sum(np.asarray(valid)))):
         a = _backup(jax.random.key(3 + t), m, st, states[t], net.apply_fn)
         b = _backup(jax.random.key(3 + t), m, st, states[t], net.apply_fn, table)
@@ -223,7 +252,7 @@ def test_followed_trajectories_walk_the_controller_graph_not_the_networks_argmax
     st = st._replace(actions=st.actions.at[3:5].set(listen), edges=st.edges.at[3].set(4).at[4].set(3),
                      active=st.active.at[3:5].set(True))
     table = jnp.zeros((cfg.capacity, m.num_states)).at[3].set(100.0)
-    _, valid, best = nvi.collect(jax.random.key(1), m, st, cfg, net.apply_fn, table)
+    _, valid, best = _collect(jax.random.key(1), m, st, cfg, net.apply_fn, table)
     assert bool(np.all(np.asarray(valid)))
     np.testing.assert_array_equal(np.asarray(best), np.where(np.arange(cfg.max_depth) % 2 == 0, 3, 4))
 
@@ -239,7 +268,7 @@ def test_verified_successors_are_chosen_by_running_the_controller(verify, expect
     table = jnp.zeros((cfg.capacity, m.num_states)).at[1].set(100.0)
     b = jnp.zeros(cfg.num_particles, jnp.int32)  # the tiger behind the left door
     listen = 0
-    res = nvi.backup(jax.random.key(1), m, st, b, net.apply_fn, table, cfg)
+    res = _backup(jax.random.key(1), m, st, b, net.apply_fn, table, cfg)
     q_listen = float(res.q[listen])
     assert set(np.asarray(res.edges).tolist()) == {expected}
     if verify:
@@ -247,7 +276,8 @@ def test_verified_successors_are_chosen_by_running_the_controller(verify, expect
         # edges (open-right, then listen) would earn more here than listening
         free = st._replace(actions=st.actions.at[5].set(2), edges=st.edges.at[5].set(0))
         keys = jax.random.split(jax.random.key(1), cfg.num_particles)
-        _, succ = nvi._successors(keys, m, free, b, jnp.int32(listen), net.apply_fn, table, 8, cfg.td_steps)
+        _, succ = _successors(keys, m, free, b, jnp.int32(listen), net.apply_fn, table, verify=8,
+                              horizon=cfg.td_steps)
         assert set(np.asarray(succ).tolist()) == {0}
         # Q from the runs: -1 now, then listening for 60 steps (-19.1), then a bootstrap weighted 0.044
         assert q_listen == pytest.approx(-(1 - 0.95 ** 61) / 0.05, abs=1.0)
