@@ -4,14 +4,31 @@
 * Deliberately broken solvers are caught, one per check.
 * The point-based solver (``jaxpomdp.solvers.point_based``, HSVI/PBVI/Perseus) runs
   the same checks once it exists (skipped until then).
+
+Compilation dominates this file's time (each ``simulate.evaluate`` program costs
+2-6 s to compile, an HSVI step 3-10 s), so the runs share programs and solves
+where that changes nothing that is checked:
+
+* the "simulation" check simulates an alpha-vector policy with its vectors padded
+  to a power of two (at least ``PAD_MIN``) with vectors that never win the
+  argmax: the same actions, so the same returns with the same keys, and one
+  compiled simulation per problem for QMDP and every small point-based policy
+  instead of one per policy size (``_evaluation``);
+* the point-based runs on tiger are the iteration-capped runs of the determinism
+  check, and those on network the time-limited runs of the time-limit check
+  (``PB_RUNS``): every run is checked the same way whichever stopping rule ended it.
 """
 
 import functools
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxpomdp import simulate
+from jaxpomdp.policy import AlphaVectorPolicy
 from jaxpomdp.solvers.baseline import SolveResult, solve_blind, solve_qmdp
 
 import solver_harness as H
@@ -28,13 +45,78 @@ def _accept_target_gap(solve):
 
 BASELINES = {"blind": _accept_target_gap(solve_blind), "qmdp": _accept_target_gap(solve_qmdp)}
 
+#: The main runs' settings (``run_check``'s defaults), which the simulations below repeat.
+TIME_LIMIT, TARGET_GAP, SEED = 10.0, 1e-3, 0
+#: ``run_check``'s simulation: episodes, evaluation key (horizon: ``default_horizon(gamma, 1e-3)``).
+NUM_EPISODES, EVAL_KEY = 2000, 0
+#: Alpha-vector policies are simulated padded to ``max(PAD_MIN, next power of two)`` vectors.
+PAD_MIN = 16
+#: A padding vector's entries: ``NEVER . b = NEVER`` for a belief, far below any value here.
+NEVER = -1e30
+
+
+def _padded(policy: AlphaVectorPolicy) -> AlphaVectorPolicy:
+    """The same policy with ``NEVER`` vectors appended up to a shared size.
+
+    A belief's action is ``actions[argmax_k alphas[k] . b]``; the appended rows score
+    ``NEVER`` at every belief, so they never win (and ``argmax`` takes the first
+    maximum, which is a real vector): every step picks the same action as the
+    unpadded policy, the belief update does not read the vectors, and so each episode
+    (same key) has the same return. Only the array shape changes, which lets one
+    compiled simulation serve QMDP and every small point-based policy of a problem.
+    """
+    n, num_states = policy.alphas.shape
+    size = max(PAD_MIN, 1 << (n - 1).bit_length())
+    alphas = jnp.full((size, num_states), NEVER, policy.alphas.dtype).at[:n].set(policy.alphas)
+    actions = jnp.zeros(size, jnp.int32).at[:n].set(jnp.asarray(policy.actions, jnp.int32))
+    return AlphaVectorPolicy(alphas, actions)
+
+
+@functools.lru_cache(maxsize=None)
+def _evaluation(solve, problem, time_limit, target_gap):
+    """``run_check``'s simulation of the cached run's policy (``H._evaluate``), alpha-vector policies padded."""
+    result, _ = H.solve_cached(solve, problem, time_limit, target_gap, SEED)
+    if not isinstance(result.policy, AlphaVectorPolicy):
+        return H._evaluate(solve, problem, time_limit, target_gap, SEED, NUM_EPISODES, None, EVAL_KEY)
+    model = H.get_model(problem)
+    horizon = simulate.default_horizon(float(np.asarray(model.discount)), tolerance=1e-3)
+    return simulate.evaluate(jax.random.key(EVAL_KEY), model, _padded(result.policy),
+                             num_episodes=NUM_EPISODES, horizon=horizon, batch_size=NUM_EPISODES)
+
+
+def _run_check(check, solve, problem, time_limit=TIME_LIMIT, target_gap=TARGET_GAP):
+    """``H.run_check`` for the main run's checks, the simulation through ``_evaluation``."""
+    if check != "simulation":
+        H.run_check(check, solve, problem, time_limit=time_limit, target_gap=target_gap, seed=SEED)
+        return
+    result, _ = H.solve_cached(solve, problem, time_limit, target_gap, SEED)
+    H.check_simulation(result, problem, _evaluation(solve, problem, time_limit, target_gap), who=H._name(solve))
+
 
 # ------------------------------------------------------------------ baselines
 @pytest.mark.parametrize("problem", H.PROBLEMS)
 @pytest.mark.parametrize("check", ["bounds", "history", "simulation"])
 @pytest.mark.parametrize("solver", list(BASELINES))
 def test_baseline(solver, check, problem):
-    H.run_check(check, BASELINES[solver], problem)
+    _run_check(check, BASELINES[solver], problem)
+
+
+def test_padded_policy_acts_the_same():
+    """``_padded`` keeps every action: at the corners, at b0 and at random beliefs, on every problem."""
+    actions_at = jax.jit(lambda policy, beliefs: jax.vmap(policy.action_for)(beliefs))
+    for problem in H.PROBLEMS:
+        model = H.get_model(problem)
+        policy = H.solve_cached(BASELINES["qmdp"], problem, TIME_LIMIT, TARGET_GAP, SEED)[0].policy
+        padded = _padded(policy)
+        n, num_states = policy.alphas.shape
+        assert padded.alphas.shape == (PAD_MIN, num_states) and n < PAD_MIN
+        np.testing.assert_array_equal(padded.alphas[:n], policy.alphas)
+        beliefs = np.concatenate([np.eye(num_states), np.asarray(model.initial_belief)[None],
+                                  np.random.default_rng(0).dirichlet(np.ones(num_states), 500)])
+        beliefs = jnp.asarray(beliefs, policy.alphas.dtype)
+        acts = [np.asarray(actions_at(p, beliefs)) for p in (policy, padded)]
+        np.testing.assert_array_equal(acts[0], acts[1], err_msg=problem)
+        assert len(set(acts[0].tolist())) > 1, problem  # the beliefs do call for different actions
 
 
 @pytest.mark.parametrize("check", ["deterministic", "time_limit"])
@@ -52,7 +134,7 @@ def test_check_solver_runs_everything():
 # ------------------------------------------------------- broken solvers caught
 def _fake(problem="tiger", **changes):
     """The blind solver's (cached) result on ``problem`` with some fields replaced."""
-    result, _ = H.solve_cached(BASELINES["blind"], problem, 10.0, 1e-3, 0)
+    result, _ = H.solve_cached(BASELINES["blind"], problem, TIME_LIMIT, TARGET_GAP, SEED)
     return result._replace(**changes)
 
 
@@ -80,15 +162,15 @@ def test_catches_crossed_or_non_finite_bounds():
 def test_catches_policy_worse_than_its_lower_bound():
     """A valid V* lower bound that the returned (blind) policy does not achieve."""
     broken = _fake(lower_bound=H.exact("tiger").lower - 0.01)
-    ev = H._evaluate(BASELINES["blind"], "tiger", 10.0, 1e-3, 0, 2000, None, 0)
+    ev = _evaluation(BASELINES["blind"], "tiger", TIME_LIMIT, TARGET_GAP)
     with pytest.raises(AssertionError, match="below the reported lower_bound"):
         H.check_simulation(broken, "tiger", ev)
 
 
 def test_catches_policy_better_than_the_optimum():
-    ev = H._evaluate(BASELINES["qmdp"], "tiger", 10.0, 1e-3, 0, 2000, None, 0)
+    ev = _evaluation(BASELINES["qmdp"], "tiger", TIME_LIMIT, TARGET_GAP)
     fake_ev = ev._replace(mean=ev.mean + 5.0)  # a simulator/policy bug: 5 above V*
-    result, _ = H.solve_cached(BASELINES["qmdp"], "tiger", 10.0, 1e-3, 0)
+    result, _ = H.solve_cached(BASELINES["qmdp"], "tiger", TIME_LIMIT, TARGET_GAP, SEED)
     with pytest.raises(AssertionError, match="above the"):
         H.check_simulation(result, "tiger", fake_ev)
 
@@ -167,24 +249,44 @@ def _point_based(method, max_iterations=None):
     return solve
 
 
-#: Main runs (network does not converge in this time; the others may).
+#: Seconds of the time-limited runs (network does not converge in this time; the others may).
 PB_TIME_LIMIT = 2.0
+#: The determinism check's runs: capped by iterations (not time), so both runs do the same work.
+PB_MAX_ITERATIONS, PB_DETERMINISTIC_LIMIT = 20, 120.0
+
+
+def _main_run(method, problem):
+    """``(solve, time_limit, target_gap)`` of the run that "bounds", "history" and "simulation" check.
+
+    Any run's result must pass these, so on two problems they check a run that
+    another check makes anyway (``H.solve_cached`` solves it once per process,
+    ``--dist loadfile`` keeps this file in one): on tiger the determinism check's
+    first run (``PB_MAX_ITERATIONS`` steps, not cut short by a busy machine), on
+    network the time-limit check's run (``target_gap = 0``; network's gap stays far
+    above 1e-3 in ``PB_TIME_LIMIT`` s, so a run aiming at 1e-3 stopped on the clock too).
+    """
+    if problem == "tiger":
+        return _point_based(method, PB_MAX_ITERATIONS), PB_DETERMINISTIC_LIMIT, TARGET_GAP
+    if problem == "network":
+        return _point_based(method), PB_TIME_LIMIT, 0.0
+    return _point_based(method), PB_TIME_LIMIT, TARGET_GAP
 
 
 @pytest.mark.parametrize("problem", H.PROBLEMS)
 @pytest.mark.parametrize("check", ["bounds", "history", "simulation"])
 @pytest.mark.parametrize("method", METHODS)
 def test_point_based(method, check, problem):
-    H.run_check(check, _point_based(method), problem, time_limit=PB_TIME_LIMIT, target_gap=1e-3)
+    solve, time_limit, target_gap = _main_run(method, problem)
+    _run_check(check, solve, problem, time_limit=time_limit, target_gap=target_gap)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_point_based_deterministic(method):
     """Capped by iterations (not time), so both runs do the same work."""
-    H.check_deterministic(_point_based(method, max_iterations=20), "tiger", time_limit=120.0,
-                          target_gap=1e-3)
+    H.check_deterministic(_point_based(method, PB_MAX_ITERATIONS), "tiger", time_limit=PB_DETERMINISTIC_LIMIT,
+                          target_gap=TARGET_GAP)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_point_based_time_limit(method):
-    H.check_time_limit(_point_based(method), "network", time_limit=2.0)
+    H.check_time_limit(_point_based(method), "network", time_limit=PB_TIME_LIMIT)
