@@ -21,6 +21,9 @@ SHARED = ROOT.parent / "shared" / "problems"
 FIELDS = {"problem", "solver", "num_states", "num_actions", "num_observations", "discount",
           "lower_bound", "upper_bound", "evaluation", "solve_seconds", "compile_seconds"}
 SARSOP_TIGER = (19.3711, 19.3721)  # SARSOP's converged, certified bounds (BENCHMARKS.md)
+#: A small NVI bank for Tiger from the command line; tests/test_interrupt.py runs the same settings, so the
+#: programs (NVI's explore step alone takes 10-30 s to compile) are compiled once for the test session.
+NVI_SMALL = ("--set", "capacity=32", "--set", "hidden=[16]", "--set", "train_steps=20", "--set", "refresh_nodes=4")
 
 
 def run_cli(capsys, *argv):
@@ -239,8 +242,12 @@ def test_gpomdp_solver_with_memory_on_tiger(tmp_path, capsys):
 
 def test_nvi_on_the_rocksample_simulator_writes_a_controller(tmp_path, capsys):
     out, pg = tmp_path / "r.json", tmp_path / "c.pg"
-    code, stdout, err = run_cli(capsys, "rocksample:4,4", "--solver", "nvi", "--time-limit", "5", "--json",
-                                str(out), "--out", str(pg), "--episodes", "100", "--quiet")
+    # notebooks/02_neural_value_iteration.ipynb's small settings (its OVERRIDES): the same compiled programs
+    small = [f"--set={field}" for field in ("capacity=32", "hidden=[16, 16]", "num_particles=32", "b0_particles=128",
+                                            "max_depth=16", "pool_capacity=64", "batch_per_node=8", "td_steps=8",
+                                            "train_steps=8", "fit_steps=16", "fit_repeats=2", "info_steps=4")]
+    code, stdout, err = run_cli(capsys, "rocksample:4,4", "--solver", "nvi", "--max-iterations", "3", "--json",
+                                str(out), "--out", str(pg), "--episodes", "200", "--quiet", *small)
     assert code == 0, err
     r = json.loads(out.read_text())
     c = r["controller"]
@@ -255,17 +262,17 @@ def test_nvi_on_the_rocksample_simulator_writes_a_controller(tmp_path, capsys):
 
 def test_nvi_writes_dot_with_the_settings_given(tmp_path, capsys):
     dot, out = tmp_path / "c.dot", tmp_path / "r.json"
-    code, _, err = run_cli(capsys, "tiger", "--solver", "nvi", "--time-limit", "2", "--out", str(dot),
-                           "--episodes", "10", "--quiet", "--json", str(out),
-                           "--set", "capacity=12", "--set", "hidden=[8]", "--set", "train_steps=20")
+    code, _, err = run_cli(capsys, "tiger", "--solver", "nvi", "--max-iterations", "4", "--out", str(dot),
+                           "--episodes", "20", "--quiet", "--json", str(out), *NVI_SMALL)
     assert code == 0, err
     text = dot.read_text()
     assert text.startswith("digraph") and "->" in text
     c = json.loads(out.read_text())["controller"]
     # the fields set, and the tabular defaults for the rest
-    assert (c["config"]["capacity"], c["config"]["hidden"], c["config"]["train_steps"]) == (12, [8], 20)
-    assert c["config"]["td_steps"] == nvi.TABULAR_SETTINGS["td_steps"] and 3 <= c["num_nodes"] <= 12
-    assert c["parameter_bytes_bank"] == 12 * 4 * (2 * 8 + 8 + 8 + 1)  # one-hot over 2 states, 8 hidden units
+    assert (c["config"]["capacity"], c["config"]["hidden"], c["config"]["train_steps"],
+            c["config"]["refresh_nodes"]) == (32, [16], 20, 4)
+    assert c["config"]["td_steps"] == nvi.TABULAR_SETTINGS["td_steps"] and 3 <= c["num_nodes"] <= 32
+    assert c["parameter_bytes_bank"] == 32 * 4 * (2 * 16 + 16 + 16 + 1)  # one-hot over 2 states, 16 hidden units
 
 
 def test_checkpoint_then_resume_with_more_iterations_continues(tmp_path, capsys):

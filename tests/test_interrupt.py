@@ -34,6 +34,7 @@ from jaxpomdp.controller import ControllerPolicy, exact_value, read_pg
 from jaxpomdp.io.alpha import read_alpha
 from jaxpomdp.policy import AlphaVectorPolicy
 from jaxpomdp.simulate import evaluate
+from test_cli import NVI_SMALL
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLVE = str(ROOT / "scripts" / "solve.py")
@@ -185,11 +186,10 @@ def test_sigint_point_based_ten_times_policy_loads_and_resume_matches(tmp_path, 
 def test_sigint_nvi_ten_times_controller_loads_and_resume_matches(tmp_path, cache):
     model = problems.get("tiger")
     env = _env(cache)
-    # a small bank and small networks (--set): a run takes about 8 s instead of 14 s with the default settings,
-    # 24 short iterations of it solving (measured: 9 of the 10 signals landed in the solve)
+    # a small bank and small networks (--set, test_cli.py's NVI_SMALL): a run takes about 8 s instead of 14 s with
+    # the default settings, 24 short iterations of it solving (measured: 9 of the 10 signals landed in the solve)
     common = ["tiger", "--solver", "nvi", "--max-iterations", "24", "--time-limit", "100000", "--episodes", "20",
-              "--quiet", "--set", "capacity=32", "--set", "hidden=[16]", "--set", "train_steps=20",
-              "--set", "refresh_nodes=4"]
+              "--quiet", *NVI_SMALL]
     window = _reference(common + ["--out", "ref.pg", "--json", "ref.json", "--checkpoint", "ref"], env, tmp_path)
     ref_pg = (tmp_path / "ref.pg").read_bytes()
     ref = json.loads((tmp_path / "ref.json").read_text())["controller"]
