@@ -15,6 +15,7 @@ from jaxpomdp import bounds, cli, problems
 from jaxpomdp.cli import main
 from jaxpomdp.io.alpha import read_alpha
 from jaxpomdp.solvers import nvi
+from test_nvi import ROCKSAMPLE_SMALL
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "problems"
@@ -243,9 +244,7 @@ def test_gpomdp_solver_with_memory_on_tiger(tmp_path, capsys):
 def test_nvi_on_the_rocksample_simulator_writes_a_controller(tmp_path, capsys):
     out, pg = tmp_path / "r.json", tmp_path / "c.pg"
     # notebooks/02_neural_value_iteration.ipynb's small settings (its OVERRIDES): the same compiled programs
-    small = [f"--set={field}" for field in ("capacity=32", "hidden=[16, 16]", "num_particles=32", "b0_particles=128",
-                                            "max_depth=16", "pool_capacity=64", "batch_per_node=8", "td_steps=8",
-                                            "train_steps=8", "fit_steps=16", "fit_repeats=2", "info_steps=4")]
+    small = [f"--set={field}={json.dumps(value)}" for field, value in ROCKSAMPLE_SMALL.items()]
     code, stdout, err = run_cli(capsys, "rocksample:4,4", "--solver", "nvi", "--max-iterations", "3", "--json",
                                 str(out), "--out", str(pg), "--episodes", "200", "--quiet", *small)
     assert code == 0, err

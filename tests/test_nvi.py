@@ -28,6 +28,12 @@ SMALL = nvi.Config(capacity=32, hidden=(16, 16), num_particles=32, b0_particles=
 #: test needs both; the train-step trace test uses it too, so the two compile one train step.
 HOME = SMALL._replace(home_fraction=1.0, improve_tol=-1.0)
 
+#: notebooks/02_neural_value_iteration.ipynb's small settings for the RockSample(4, 4) simulator (its OVERRIDES);
+#: the smoke test below and test_cli.py's RockSample run use them, so the three share compiled programs.
+ROCKSAMPLE_SMALL = dict(capacity=32, hidden=(16, 16), num_particles=32, b0_particles=128, max_depth=16,
+                        pool_capacity=64, batch_per_node=8, td_steps=8, train_steps=8, fit_steps=16, fit_repeats=2,
+                        info_steps=4)
+
 
 # the solver's pieces, compiled once per shape (called eagerly, their scans and maps trace on every call)
 _backup = jax.jit(nvi.backup, static_argnames=("apply_fn", "config"))
@@ -94,9 +100,7 @@ def test_rocksample_simulator_smoke():
     # notebooks/02_neural_value_iteration.ipynb's small settings (its OVERRIDES, as test_cli.py's rocksample run):
     # the same compiled programs for the three; successors verified by running the controller (the simulators'
     # default)
-    cfg = nvi.default_config(sim, capacity=32, hidden=(16, 16), num_particles=32, b0_particles=128, max_depth=16,
-                             pool_capacity=64, batch_per_node=8, td_steps=8, train_steps=8, fit_steps=16,
-                             fit_repeats=2, info_steps=4)
+    cfg = nvi.default_config(sim, **ROCKSAMPLE_SMALL)
     assert cfg.verify_successors > 0
     res = nvi.solve(sim, time_limit=None, max_iterations=3, seed=1, config=cfg, warmup_steps=16)
     assert res.upper_bound == pytest.approx(22.41, abs=0.01)  # the fully observable value at b0
