@@ -48,6 +48,7 @@ from flax import struct
 from jax import lax
 
 from jaxpomdp import particles
+from jaxpomdp.policy import bucket_size
 
 __all__ = ["Controller", "MLP", "mlp", "init_params", "node_values", "belief_values", "best_node",
            "ControllerPolicy", "ParticleArgmaxPolicy", "ParticleRolloutPolicy", "controller_return", "reachable",
@@ -173,6 +174,22 @@ class ControllerPolicy:
     def update(self, model: Any, memory: jax.Array, action: jax.Array, observation: jax.Array) -> jax.Array:
         del model, action
         return self.controller.edges[memory, observation].astype(jnp.int32)
+
+    def bucketed(self) -> "ControllerPolicy":
+        """The same policy on a controller of :func:`~jaxpomdp.policy.bucket_size`
+        nodes: the added nodes are inactive, act 0 and lead to themselves, and
+        nothing leads to them, so from the same start node every step is the same;
+        without the networks (following the graph does not read them). For concrete
+        arrays (it pads on the host)."""
+        c = self.controller
+        actions, edges = np.asarray(c.actions), np.asarray(c.edges)
+        n, size = actions.shape[0], bucket_size(actions.shape[0])
+        added = np.arange(n, size)
+        return ControllerPolicy(Controller(
+            jnp.asarray(np.concatenate([actions, np.zeros(size - n, actions.dtype)])),
+            jnp.asarray(np.concatenate([edges, np.repeat(added[:, None], edges.shape[1], 1).astype(edges.dtype)])),
+            jnp.asarray(np.concatenate([np.asarray(c.active, bool), np.zeros(size - n, bool)])),
+            None, jnp.asarray(c.start)))
 
 
 def _track(model: Any, memory, action: jax.Array, observation: jax.Array, resample_threshold: float):

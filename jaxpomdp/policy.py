@@ -13,6 +13,12 @@ stochastic finite-state controller, :mod:`jaxpomdp.stochastic`) may define
 ``action, memory = policy.sample(key, memory)`` as well; ``simulate.rollout``
 then calls it instead of ``act`` and passes the memory it returns to ``update``. Policies are frozen ``flax.struct`` dataclasses, so they can be
 passed through ``jit`` and stacked and vmapped like any pytree.
+
+A policy whose arrays grow with what was solved (alpha-vectors, controller nodes)
+may define ``policy.bucketed()``: the same policy with those arrays padded to
+:func:`bucket_size` rows. :func:`jaxpomdp.simulate.evaluate` simulates that, so
+one compiled simulation serves every policy of nearby size (a compilation takes
+seconds; a new size would otherwise compile again).
 """
 
 from __future__ import annotations
@@ -22,12 +28,33 @@ from typing import Any, Protocol, runtime_checkable
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from jaxpomdp import belief, bounds
 from jaxpomdp.model import TabularPOMDP
 
-__all__ = ["Policy", "BlindPolicy", "AlphaVectorPolicy", "greedy_qmdp_policy", "blind_policy"]
+__all__ = ["Policy", "BlindPolicy", "AlphaVectorPolicy", "greedy_qmdp_policy", "blind_policy", "bucket_size",
+           "MIN_BUCKET"]
+
+#: The smallest size :func:`bucket_size` pads to.
+MIN_BUCKET = 16
+
+
+def bucket_size(n: int) -> int:
+    """The number of rows ``bucketed()`` pads ``n`` rows to: :data:`MIN_BUCKET`, then
+    the next of 24, 32, 48, 64, 96, ... (two sizes per doubling), so at most 50% more
+    rows and two compiled simulations per doubling of the policy's size.
+
+    Example:
+      >>> [bucket_size(n) for n in (1, 16, 17, 24, 25, 33, 100)]
+      [16, 16, 24, 24, 32, 48, 128]
+    """
+    n = int(n)
+    if n <= MIN_BUCKET:
+        return MIN_BUCKET
+    p = 1 << (n - 1).bit_length()
+    return 3 * p // 4 if n <= 3 * p // 4 else p
 
 
 @runtime_checkable
@@ -106,6 +133,20 @@ class AlphaVectorPolicy:
         """int32[] the action of the best vector at belief float[S]."""
         chex.assert_rank(b, 1)
         return jnp.asarray(self.actions, jnp.int32)[jnp.argmax(self.alphas @ b)]
+
+    def bucketed(self) -> "AlphaVectorPolicy":
+        """The same policy with :func:`bucket_size` vectors: the last vector repeated
+        (with its action). ``max`` is over the same values, and ``argmax`` takes the
+        first maximum, so a copy can only be chosen over the original if rounding
+        made it larger, and it has the original's action: every belief gets the
+        same action and value. For concrete arrays (it pads on the host)."""
+        n = self.alphas.shape[0]
+        size = bucket_size(n)
+        if n == 0 or size == n:
+            return self
+        alphas, actions = np.asarray(self.alphas), np.asarray(self.actions)
+        rows = np.minimum(np.arange(size), n - 1)
+        return AlphaVectorPolicy(jnp.asarray(alphas[rows]), jnp.asarray(actions[rows]))
 
     def init(self, model: TabularPOMDP) -> jax.Array:
         return model.initial_belief

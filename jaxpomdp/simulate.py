@@ -213,7 +213,10 @@ def evaluate(key: jax.Array, model: Any, policy: Any, *, num_episodes: int = 100
     Runs ``num_episodes`` independent rollouts of ``horizon`` steps, at most
     ``batch_size`` at a time (vmapped; the batches run in sequence to bound
     memory), in one jit-compiled function (compiled once per model/policy
-    structure, number of episodes, horizon and batch size). Episode ``i`` uses the
+    structure, number of episodes, horizon and batch size; a policy with a
+    ``bucketed()`` method, such as an alpha-vector policy or a followed controller,
+    is simulated padded to :func:`~jaxpomdp.policy.bucket_size` rows, so policies
+    of nearby sizes share the program). Episode ``i`` uses the
     ``i``-th key of ``jax.random.split(key, num_episodes)``, so the result does not
     depend on ``batch_size``; each return is :func:`rollout`'s for that key. A batch
     stops simulating once all its episodes have reached a terminal state (the rest
@@ -255,6 +258,8 @@ def evaluate(key: jax.Array, model: Any, policy: Any, *, num_episodes: int = 100
     if horizon < 1:
         raise ValueError(f"horizon = {horizon}: need at least 1 step")
     truncation = math.inf if (gamma >= 1 or r_max is None) else gamma ** horizon * r_max / (1 - gamma)
+    if hasattr(policy, "bucketed"):  # the same policy, padded: nearby sizes share the compiled program
+        policy = policy.bucketed()
     mean, stderr = _returns_stats(key, model, policy, num_episodes, horizon,
                                   min(batch_size, num_episodes))
     return Evaluation(mean, stderr, (mean - 1.96 * stderr, mean + 1.96 * stderr),

@@ -11,7 +11,7 @@ import pytest
 from flax import struct
 
 from jaxpomdp import problems, simulate
-from jaxpomdp.policy import AlphaVectorPolicy, BlindPolicy, greedy_qmdp_policy
+from jaxpomdp.policy import MIN_BUCKET, AlphaVectorPolicy, BlindPolicy, bucket_size, greedy_qmdp_policy
 from test_model import dense_arrays, random_model
 
 
@@ -248,3 +248,72 @@ def test_evaluate_batches_that_stop_when_done_give_the_rollouts_returns():
     # every episode ends after 4 steps: a 500-step horizon gives the same return
     blind_east = simulate.evaluate(jax.random.key(5), m, BlindPolicy(jnp.int32(1)), num_episodes=8, horizon=500)
     assert float(blind_east.mean) == pytest.approx(10 * 0.95 ** 3, rel=1e-5)
+
+
+def test_bucket_sizes_cover_every_size_with_at_most_half_again_and_two_per_doubling():
+    sizes = [bucket_size(n) for n in range(1, 5000)]
+    assert all(s >= n for n, s in zip(range(1, 5000), sizes))
+    assert all(s <= max(MIN_BUCKET, 1.5 * n) for n, s in zip(range(1, 5000), sizes))
+    assert sizes == sorted(sizes) and min(sizes) == MIN_BUCKET
+    for k in range(4, 12):  # two sizes in each (2^k, 2^(k+1)]
+        assert len({s for s in sizes if 2 ** k < s <= 2 ** (k + 1)}) == 2
+
+
+@pytest.mark.parametrize("name", ["tiger", "4x3.95", "hallway", "network"])
+def test_bucketed_alpha_vector_policy_has_the_same_actions_and_values(name):
+    m = problems.get(name)
+    policy = greedy_qmdp_policy(m)
+    # more vectors than a bucket's size: QMDP's, then shifted copies with other actions
+    rng = np.random.default_rng(0)
+    extra = np.asarray(policy.alphas)[rng.integers(0, m.num_actions, 14)] + rng.normal(0, 0.5, (14, m.num_states))
+    policy = AlphaVectorPolicy(jnp.concatenate([policy.alphas, jnp.asarray(extra, policy.alphas.dtype)]),
+                               jnp.concatenate([policy.actions, jnp.asarray(rng.integers(0, m.num_actions, 14),
+                                                                            jnp.int32)]))
+    n = policy.alphas.shape[0]
+    padded = policy.bucketed()
+    assert padded.alphas.shape == (bucket_size(n), m.num_states) and bucket_size(n) > n
+    np.testing.assert_array_equal(padded.alphas[:n], policy.alphas)
+    beliefs = np.concatenate([np.eye(m.num_states), np.asarray(m.initial_belief)[None],
+                              rng.dirichlet(np.ones(m.num_states), 500)])
+    beliefs = jnp.asarray(beliefs, policy.alphas.dtype)
+    acts = [np.asarray(jax.vmap(p.action_for)(beliefs)) for p in (policy, padded)]
+    np.testing.assert_array_equal(acts[0], acts[1])
+    assert len(set(acts[0].tolist())) > 1  # the beliefs do call for different actions
+    np.testing.assert_array_equal(jax.vmap(policy.value)(beliefs), jax.vmap(padded.value)(beliefs))
+
+
+def test_evaluate_simulates_policies_of_nearby_sizes_with_one_program_and_the_same_returns():
+    m = problems.tiger()
+    qmdp = greedy_qmdp_policy(m)
+    stats = simulate._returns_stats
+    before = stats._cache_size()
+    results = []
+    for n in (17, 20, 23):  # QMDP's three vectors, then copies of them: the same policy, three sizes
+        rows = np.arange(n) % 3
+        policy = AlphaVectorPolicy(qmdp.alphas[rows], qmdp.actions[rows])
+        results.append(simulate.evaluate(jax.random.key(0), m, policy, num_episodes=200, horizon=30))
+        # the padded simulation has the unpadded one's returns, to the bit
+        unpadded = stats(jax.random.key(0), m, policy, 200, 30, 200)
+        assert (float(results[-1].mean), float(results[-1].stderr)) == tuple(map(float, unpadded))
+    assert stats._cache_size() - before == 1 + 3  # one padded program, and the three unpadded references
+    assert len({float(r.mean) for r in results}) == 1
+
+
+def test_bucketed_controller_policy_walks_the_same_nodes():
+    from jaxpomdp.controller import Controller, ControllerPolicy
+    from jaxpomdp.problems.rocksample_sim import rocksample_sim
+    m = rocksample_sim(4, 4)
+    rng = np.random.default_rng(3)
+    N = 21
+    c = Controller(jnp.asarray(rng.integers(0, m.num_actions, N), jnp.int32),
+                   jnp.asarray(rng.integers(0, N, (N, m.num_observations)), jnp.int32), jnp.ones(N, bool),
+                   {"w": jnp.ones((N, 3))}, jnp.int32(5))
+    policy = ControllerPolicy(c)
+    padded = policy.bucketed()
+    assert padded.controller.actions.shape == (24,) and padded.controller.edges.shape == (24, m.num_observations)
+    assert padded.controller.params is None and not np.asarray(padded.controller.active)[N:].any()
+    keys = jax.random.split(jax.random.key(1), 64)
+    run = jax.jit(jax.vmap(lambda p, k: simulate.rollout(k, m, p, 40), in_axes=(None, 0)))
+    a, b = run(policy, keys), run(padded, keys)
+    chex.assert_trees_all_equal((a.actions, a.rewards, a.discounted_return),
+                                (b.actions, b.rewards, b.discounted_return))

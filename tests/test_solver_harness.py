@@ -9,11 +9,9 @@ Compilation dominates this file's time (each ``simulate.evaluate`` program costs
 2-6 s to compile, an HSVI step 3-10 s), so the runs share programs and solves
 where that changes nothing that is checked:
 
-* the "simulation" check simulates an alpha-vector policy with its vectors padded
-  to a power of two (at least ``PAD_MIN``) with vectors that never win the
-  argmax: the same actions, so the same returns with the same keys, and one
-  compiled simulation per problem for QMDP and every small point-based policy
-  instead of one per policy size (``_evaluation``);
+* ``simulate.evaluate`` pads alpha-vector policies to a bucket size
+  (``AlphaVectorPolicy.bucketed``, tested in tests/test_simulate.py), so QMDP and
+  the small point-based policies of a problem share one compiled simulation;
 * the point-based runs on tiger are the iteration-capped runs of the determinism
   check, and those on network the time-limited runs of the time-limit check
   (``PB_RUNS``): every run is checked the same way whichever stopping rule ended it.
@@ -22,13 +20,9 @@ where that changes nothing that is checked:
 import functools
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxpomdp import simulate
-from jaxpomdp.policy import AlphaVectorPolicy
 from jaxpomdp.solvers.baseline import SolveResult, solve_blind, solve_qmdp
 
 import solver_harness as H
@@ -49,48 +43,16 @@ BASELINES = {"blind": _accept_target_gap(solve_blind), "qmdp": _accept_target_ga
 TIME_LIMIT, TARGET_GAP, SEED = 10.0, 1e-3, 0
 #: ``run_check``'s simulation: episodes, evaluation key (horizon: ``default_horizon(gamma, 1e-3)``).
 NUM_EPISODES, EVAL_KEY = 2000, 0
-#: Alpha-vector policies are simulated padded to ``max(PAD_MIN, next power of two)`` vectors.
-PAD_MIN = 16
-#: A padding vector's entries: ``NEVER . b = NEVER`` for a belief, far below any value here.
-NEVER = -1e30
 
 
-def _padded(policy: AlphaVectorPolicy) -> AlphaVectorPolicy:
-    """The same policy with ``NEVER`` vectors appended up to a shared size.
-
-    A belief's action is ``actions[argmax_k alphas[k] . b]``; the appended rows score
-    ``NEVER`` at every belief, so they never win (and ``argmax`` takes the first
-    maximum, which is a real vector): every step picks the same action as the
-    unpadded policy, the belief update does not read the vectors, and so each episode
-    (same key) has the same return. Only the array shape changes, which lets one
-    compiled simulation serve QMDP and every small point-based policy of a problem.
-    """
-    n, num_states = policy.alphas.shape
-    size = max(PAD_MIN, 1 << (n - 1).bit_length())
-    alphas = jnp.full((size, num_states), NEVER, policy.alphas.dtype).at[:n].set(policy.alphas)
-    actions = jnp.zeros(size, jnp.int32).at[:n].set(jnp.asarray(policy.actions, jnp.int32))
-    return AlphaVectorPolicy(alphas, actions)
-
-
-@functools.lru_cache(maxsize=None)
 def _evaluation(solve, problem, time_limit, target_gap):
-    """``run_check``'s simulation of the cached run's policy (``H._evaluate``), alpha-vector policies padded."""
-    result, _ = H.solve_cached(solve, problem, time_limit, target_gap, SEED)
-    if not isinstance(result.policy, AlphaVectorPolicy):
-        return H._evaluate(solve, problem, time_limit, target_gap, SEED, NUM_EPISODES, None, EVAL_KEY)
-    model = H.get_model(problem)
-    horizon = simulate.default_horizon(float(np.asarray(model.discount)), tolerance=1e-3)
-    return simulate.evaluate(jax.random.key(EVAL_KEY), model, _padded(result.policy),
-                             num_episodes=NUM_EPISODES, horizon=horizon, batch_size=NUM_EPISODES)
+    """``run_check``'s simulation of the cached run's policy (``simulate.evaluate`` pads alpha-vector policies to
+    a bucket size, so QMDP and the small point-based policies of a problem share one compiled simulation)."""
+    return H._evaluate(solve, problem, time_limit, target_gap, SEED, NUM_EPISODES, None, EVAL_KEY)
 
 
 def _run_check(check, solve, problem, time_limit=TIME_LIMIT, target_gap=TARGET_GAP):
-    """``H.run_check`` for the main run's checks, the simulation through ``_evaluation``."""
-    if check != "simulation":
-        H.run_check(check, solve, problem, time_limit=time_limit, target_gap=target_gap, seed=SEED)
-        return
-    result, _ = H.solve_cached(solve, problem, time_limit, target_gap, SEED)
-    H.check_simulation(result, problem, _evaluation(solve, problem, time_limit, target_gap), who=H._name(solve))
+    H.run_check(check, solve, problem, time_limit=time_limit, target_gap=target_gap, seed=SEED)
 
 
 # ------------------------------------------------------------------ baselines
@@ -99,24 +61,6 @@ def _run_check(check, solve, problem, time_limit=TIME_LIMIT, target_gap=TARGET_G
 @pytest.mark.parametrize("solver", list(BASELINES))
 def test_baseline(solver, check, problem):
     _run_check(check, BASELINES[solver], problem)
-
-
-def test_padded_policy_acts_the_same():
-    """``_padded`` keeps every action: at the corners, at b0 and at random beliefs, on every problem."""
-    actions_at = jax.jit(lambda policy, beliefs: jax.vmap(policy.action_for)(beliefs))
-    for problem in H.PROBLEMS:
-        model = H.get_model(problem)
-        policy = H.solve_cached(BASELINES["qmdp"], problem, TIME_LIMIT, TARGET_GAP, SEED)[0].policy
-        padded = _padded(policy)
-        n, num_states = policy.alphas.shape
-        assert padded.alphas.shape == (PAD_MIN, num_states) and n < PAD_MIN
-        np.testing.assert_array_equal(padded.alphas[:n], policy.alphas)
-        beliefs = np.concatenate([np.eye(num_states), np.asarray(model.initial_belief)[None],
-                                  np.random.default_rng(0).dirichlet(np.ones(num_states), 500)])
-        beliefs = jnp.asarray(beliefs, policy.alphas.dtype)
-        acts = [np.asarray(actions_at(p, beliefs)) for p in (policy, padded)]
-        np.testing.assert_array_equal(acts[0], acts[1], err_msg=problem)
-        assert len(set(acts[0].tolist())) > 1, problem  # the beliefs do call for different actions
 
 
 @pytest.mark.parametrize("check", ["deterministic", "time_limit"])
