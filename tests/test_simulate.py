@@ -291,9 +291,9 @@ def test_evaluate_simulates_policies_of_nearby_sizes_with_one_program_and_the_sa
     for n in (17, 20, 23):  # QMDP's three vectors, then copies of them: the same policy, three sizes
         rows = np.arange(n) % 3
         policy = AlphaVectorPolicy(qmdp.alphas[rows], qmdp.actions[rows])
-        results.append(simulate.evaluate(jax.random.key(0), m, policy, num_episodes=200, horizon=30))
+        results.append(simulate.evaluate(jax.random.key(0), m, policy, num_episodes=203, horizon=31))
         # the padded simulation has the unpadded one's returns, to the bit
-        unpadded = stats(jax.random.key(0), m, policy, 200, 30, 200)
+        unpadded = stats(jax.random.key(0), m, policy, 203, 31, 203)
         assert (float(results[-1].mean), float(results[-1].stderr)) == tuple(map(float, unpadded))
     assert stats._cache_size() - before == 1 + 3  # one padded program, and the three unpadded references
     assert len({float(r.mean) for r in results}) == 1
