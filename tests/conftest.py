@@ -26,6 +26,23 @@ MIN_COMPILE_SECONDS = 0.2
 #: A size limit turns on JAX's file lock.
 MAX_BYTES = 8 << 30
 
+#: XLA flags for every process of the test session: LLVM optimization level 0 for the compiled programs.
+#: The suite's time is mostly compiling (a full run's compile events: ~1800 of ~2300 CPU seconds), and at level
+#: 0 NVI's explore step compiles in about half the time (measured: a cold ``solve.py tiger --solver nvi``,
+#: 43 -> 24 CPU s; tests/test_nvi.py with test_backup.py, 213 -> 129 CPU s, the same results). The programs
+#: compute the same arithmetic, only slower (no vectorization): XLA:CPU emits no fast-math, so the IEEE results
+#: do not depend on the level, and the tests that compare runs bit for bit compare runs made with the same
+#: flags. Users' runs keep XLA's default level: the README's main job in .ci/run, and tests/test_cli.py's
+#: ``test_script_runs_the_default_problem_as_a_user_would`` runs ``solve.py`` with the flag removed (as do
+#: tests/test_interrupt.py's runs, which mostly solve from cached programs, where level 0 is slower). The xdist
+#: workers and every subprocess (``solve.py``, the notebooks' kernels, the 4-device and float32/float64
+#: workers) inherit it through the environment, and ``XLA_FLAGS`` is part of the compilation cache's key, so
+#: they all share the session's cache. An ``XLA_FLAGS`` that already sets the level is kept as it is.
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0",)
+
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = " ".join([*os.environ.get("XLA_FLAGS", "").split(), *TEST_XLA_FLAGS])
+
 _OWNED = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _OWNED = tempfile.mkdtemp(prefix="jaxpomdp-tests-xla-cache-")

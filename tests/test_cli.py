@@ -15,16 +15,31 @@ from jaxpomdp import bounds, cli, problems
 from jaxpomdp.cli import main
 from jaxpomdp.io.alpha import read_alpha
 from jaxpomdp.solvers import nvi
-from test_nvi import ROCKSAMPLE_SMALL
+from test_nvi import ROCKSAMPLE_SMALL, SMALL
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "problems"
 FIELDS = {"problem", "solver", "num_states", "num_actions", "num_observations", "discount",
           "lower_bound", "upper_bound", "evaluation", "solve_seconds", "compile_seconds"}
 SARSOP_TIGER = (19.3711, 19.3721)  # SARSOP's converged, certified bounds (BENCHMARKS.md)
-#: A small NVI bank for Tiger from the command line; tests/test_interrupt.py runs the same settings, so the
-#: programs (NVI's explore step alone takes 10-30 s to compile) are compiled once for the test session.
-NVI_SMALL = ("--set", "capacity=32", "--set", "hidden=[16]", "--set", "train_steps=20", "--set", "refresh_nodes=4")
+
+
+def set_flags(fields: dict) -> tuple:
+    """``--set FIELD=VALUE`` flags that give these NVI configuration fields on the command line."""
+    return tuple(f"--set={name}={json.dumps(value, separators=(',', ':'))}" for name, value in fields.items())
+
+
+#: tests/test_nvi.py's SMALL Tiger configuration from the command line (the fields where it differs from the
+#: command line's defaults for Tiger): the NVI tests of test_nvi, test_checkpoint, test_guards and
+#: test_distributed run SMALL too, and the same configuration is the same program (NVI's explore step alone
+#: takes 10-30 s to compile).
+NVI_SMALL_FIELDS = {name: value for name, value in SMALL._asdict().items()
+                    if value != getattr(nvi.default_config(problems.get("tiger")), name)}
+
+
+def users_xla_flags() -> str:
+    """The session's ``XLA_FLAGS`` without the optimization level tests/conftest.py sets: XLA's default, a user's."""
+    return " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_backend_optimization_level" not in f)
 
 
 def run_cli(capsys, *argv):
@@ -37,6 +52,7 @@ def test_script_runs_the_default_problem_as_a_user_would(tmp_path):
     # a user's environment: no compilation cache configured, so the command keeps its own in the user's cache
     # folder; a second run loads the compiled HSVI step from it instead of compiling it again
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+    env["XLA_FLAGS"] = users_xla_flags()  # and XLA's default optimization level
     env["XDG_CACHE_HOME"] = str(tmp_path / "user-cache")
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "solve.py"), "--json", "r.json"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
@@ -244,7 +260,7 @@ def test_gpomdp_solver_with_memory_on_tiger(tmp_path, capsys):
 def test_nvi_on_the_rocksample_simulator_writes_a_controller(tmp_path, capsys):
     out, pg = tmp_path / "r.json", tmp_path / "c.pg"
     # notebooks/02_neural_value_iteration.ipynb's small settings (its OVERRIDES): the same compiled programs
-    small = [f"--set={field}={json.dumps(value)}" for field, value in ROCKSAMPLE_SMALL.items()]
+    small = set_flags(ROCKSAMPLE_SMALL)
     code, stdout, err = run_cli(capsys, "rocksample:4,4", "--solver", "nvi", "--max-iterations", "3", "--json",
                                 str(out), "--out", str(pg), "--episodes", "200", "--quiet", *small)
     assert code == 0, err
@@ -262,16 +278,19 @@ def test_nvi_on_the_rocksample_simulator_writes_a_controller(tmp_path, capsys):
 def test_nvi_writes_dot_with_the_settings_given(tmp_path, capsys):
     dot, out = tmp_path / "c.dot", tmp_path / "r.json"
     code, _, err = run_cli(capsys, "tiger", "--solver", "nvi", "--max-iterations", "4", "--out", str(dot),
-                           "--episodes", "20", "--quiet", "--json", str(out), *NVI_SMALL)
+                           "--episodes", "20", "--quiet", "--json", str(out), *set_flags(NVI_SMALL_FIELDS))
     assert code == 0, err
     text = dot.read_text()
     assert text.startswith("digraph") and "->" in text
     c = json.loads(out.read_text())["controller"]
-    # the fields set, and the tabular defaults for the rest
-    assert (c["config"]["capacity"], c["config"]["hidden"], c["config"]["train_steps"],
-            c["config"]["refresh_nodes"]) == (32, [16], 20, 4)
-    assert c["config"]["td_steps"] == nvi.TABULAR_SETTINGS["td_steps"] and 3 <= c["num_nodes"] <= 32
-    assert c["parameter_bytes_bank"] == 32 * 4 * (2 * 16 + 16 + 16 + 1)  # one-hot over 2 states, 16 hidden units
+    # the fields set, and the tabular defaults for the rest: test_nvi.py's SMALL
+    config = nvi.Config(**{**c["config"], "hidden": tuple(c["config"]["hidden"])})
+    assert config == SMALL and 3 <= c["num_nodes"] <= SMALL.capacity
+    assert {"capacity", "hidden", "td_steps"} <= set(NVI_SMALL_FIELDS) and len(NVI_SMALL_FIELDS) < len(SMALL)
+    assert all(getattr(config, name) == value for name, value in nvi.TABULAR_SETTINGS.items()
+               if name not in NVI_SMALL_FIELDS)
+    # float32 networks of 32 nodes: one-hot over 2 states, two layers of 16 hidden units, one output
+    assert c["parameter_bytes_bank"] == 32 * 4 * (2 * 16 + 16 + 16 * 16 + 16 + 16 + 1)
 
 
 def test_checkpoint_then_resume_with_more_iterations_continues(tmp_path, capsys):
