@@ -29,10 +29,11 @@ MAX_BYTES = 8 << 30
 #: XLA flags for every process of the test session: LLVM optimization level 0 for the compiled programs.
 #: The suite's time is mostly compiling (a full run's compile events: ~1800 of ~2300 CPU seconds), and at level
 #: 0 NVI's explore step compiles in about half the time (measured: a cold ``solve.py tiger --solver nvi``,
-#: 43 -> 24 CPU s; tests/test_nvi.py with test_backup.py, 213 -> 129 CPU s, the same results). The programs
-#: compute the same arithmetic, only slower (no vectorization): XLA:CPU emits no fast-math, so the IEEE results
-#: do not depend on the level, and the tests that compare runs bit for bit compare runs made with the same
-#: flags. Users' runs keep XLA's default level: the README's main job in .ci/run, and tests/test_cli.py's
+#: 43 -> 24 CPU s; tests/test_nvi.py with test_backup.py, 213 -> 129 CPU s). The programs compute the same
+#: thing, only slower (less optimized machine code; XLA:CPU's fast-math is off at every level); the printed
+#: results of the runs compared were the same to the last digit, and the tests that compare runs bit for bit
+#: compare runs made with the same flags. Users' runs keep XLA's default level: the README's main job in
+#: .ci/run, and tests/test_cli.py's
 #: ``test_script_runs_the_default_problem_as_a_user_would`` runs ``solve.py`` with the flag removed (as do
 #: tests/test_interrupt.py's runs, which mostly solve from cached programs, where level 0 is slower). The xdist
 #: workers and every subprocess (``solve.py``, the notebooks' kernels, the 4-device and float32/float64
