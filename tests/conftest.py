@@ -33,9 +33,9 @@ MAX_BYTES = 8 << 30
 #: thing, only slower (less optimized machine code; XLA:CPU's fast-math is off at every level); the printed
 #: results of the runs compared were the same to the last digit, and the tests that compare runs bit for bit
 #: compare runs made with the same flags. Users' runs keep XLA's default level: the README's main job in
-#: .ci/run, and tests/test_cli.py's
-#: ``test_script_runs_the_default_problem_as_a_user_would`` runs ``solve.py`` with the flag removed (as do
-#: tests/test_interrupt.py's runs, which mostly solve from cached programs, where level 0 is slower). The xdist
+#: .ci/run, and tests/test_cli.py's ``test_script_runs_the_default_problem_as_a_user_would`` runs ``solve.py``
+#: with the flag removed (as do tests/test_interrupt.py's runs, which mostly solve from cached programs, where
+#: level 0 is slower). The xdist
 #: workers and every subprocess (``solve.py``, the notebooks' kernels, the 4-device and float32/float64
 #: workers) inherit it through the environment, and ``XLA_FLAGS`` is part of the compilation cache's key, so
 #: they all share the session's cache. An ``XLA_FLAGS`` that already sets the level is kept as it is.
