@@ -11,8 +11,12 @@ their log-weights. :func:`update` is the bootstrap particle filter:
    ``observation_probability(state, action, next_state, observation)``), otherwise
    rejection-style: weight 1 if the simulator's own sampled observation equals
    ``o``, else 0;
-3. resample (systematic) when the effective sample size falls below
-   ``resample_threshold * P``.
+3. resample when the effective sample size falls below ``resample_threshold *
+   P``: systematically (:func:`resample`), or by the model's own
+   ``resample_particles(key, states, weights) -> states`` when it has one (``P``
+   equally weighted states for the weighted ones; RockSample's draws each rock's
+   quality from its marginal, :meth:`~jaxpomdp.problems.rocksample_sim.RockSampleSim.resample_particles`,
+   so that repeated resampling does not collapse the particles onto a few masks).
 
 **Fallback** when every particle is inconsistent with ``o`` (all weights zero,
 e.g. a rejection filter with too few particles, or an observation the particles
@@ -165,7 +169,9 @@ def update(key: jax.Array, model: Any, belief: ParticleBelief, action: jax.Array
     new = ParticleBelief(nxt, lw.astype(belief.log_weights.dtype))
     ess = effective_sample_size(new)
     do_resample = ess < resample_threshold * P
-    res = resample(k_res, new)
+    own = getattr(model, "resample_particles", None)
+    res = resample(k_res, new) if own is None else ParticleBelief(
+        own(k_res, nxt, normalized_weights(new)), jnp.zeros_like(new.log_weights))
     new = jax.tree.map(lambda a, b: jnp.where(do_resample, a, b), res, new)
     loglik = jnp.where(fallback, -jnp.inf, jnp.log(jnp.where(fallback, 1, total)))
     return new, UpdateInfo(loglik, fallback, do_resample)
