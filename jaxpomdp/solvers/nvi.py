@@ -160,6 +160,9 @@ class Config(NamedTuple):
       verify_successors: ``K``: a backup's successor for each action and observation
         is the best of the networks' ``K`` best nodes by running the controller from
         them (:func:`_successors`); 0: the networks' best. Tabular models: 0.
+      shortlist_particles: with ``verify_successors`` > 0, the networks rank the nodes
+        for that shortlist on this many of a belief's particles (every ``P // S``-th;
+        0 or at least ``num_particles``: all); the candidates run from all of them.
       improve_tol, improve_z: a backup adds a node only if, run from the belief's
         particles with the same random numbers as the best existing node there, its
         mean return beats that node's by more than ``improve_tol * (1 + |V|)`` and by
@@ -198,6 +201,7 @@ class Config(NamedTuple):
     info_steps: int = 16
     info_threshold: float = 0.05
     verify_successors: int = 8
+    shortlist_particles: int = 32
     improve_tol: float = 1e-2
     improve_z: float = 0.0
     refresh_nodes: int = 0
@@ -579,7 +583,8 @@ class BackupResult(NamedTuple):
     best: jax.Array        # int32[] best node at b before
 
 
-def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, verify: int = 0, horizon: int = 1):
+def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, verify: int = 0, horizon: int = 1,
+                shortlist: int = 0):
     """``(Q(b, a), n*(a, .))``: one simulated step per particle (``keys`` [P]) and, per
     observation, the successor node best on the particles that produced it.
 
@@ -589,18 +594,30 @@ def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, ve
     particles that produced it, and the best by those returns is the successor;
     ``Q`` uses the returns. A network extrapolating far from the states it was trained
     on can overrate a node by many units (and the max over nodes picks such errors);
-    the runs do not.
+    the runs do not. ``shortlist`` S (with K > 0 and ``0 < S < P``): the networks
+    rank the nodes on every ``P // S``-th particle only (S of them; an observation
+    none of those produced: by their total); the K candidates still run from all
+    ``P``. Valuing every node's network at every particle for every action is
+    most of a backup's work (``A N P`` evaluations), and the ranking is only a
+    shortlist.
     """
     O = model.num_observations
     P = jax.tree.leaves(b_states)[0].shape[0]
     keys, b_states = distributed.constrain((keys, b_states))  # particles split over a mesh's devices
     s2, o, r, d = jax.vmap(lambda k, s: _step(model, k, s, a))(keys, b_states)
-    F = _values_at(apply_fn, st, model, s2, table)               # [N, P]
-    F = jnp.where(d[None, :], 0.0, F)
     onehot = jax.nn.one_hot(o, O, dtype=DTYPE)                    # [P, O]
-    score = jnp.where(st.active[:, None], jnp.where(st.active[:, None], F, 0.0) @ onehot, -jnp.inf)
-    overall = jnp.argmax(jnp.sum(F, axis=1))
     seen = jnp.sum(onehot, axis=0) > 0
+    if verify > 0 and 0 < shortlist < P:
+        sub = slice(None, (P // shortlist) * shortlist, P // shortlist)   # S particles, spread over the set
+        F = jnp.where(d[None, sub], 0.0, _values_at(apply_fn, st, model, _take(s2, sub), table))  # [N, S]
+        ranked = jnp.where(st.active[:, None], F, 0.0) @ onehot[sub]
+        ranked = jnp.where(jnp.sum(onehot[sub], axis=0) > 0, ranked, jnp.sum(F, axis=1, keepdims=True))
+        score = jnp.where(st.active[:, None], ranked, -jnp.inf)
+    else:
+        F = _values_at(apply_fn, st, model, s2, table)               # [N, P]
+        F = jnp.where(d[None, :], 0.0, F)
+        score = jnp.where(st.active[:, None], jnp.where(st.active[:, None], F, 0.0) @ onehot, -jnp.inf)
+    overall = jnp.argmax(jnp.sum(F, axis=1))
     if verify <= 0:
         succ = jnp.where(seen, jnp.argmax(score, axis=0), overall).astype(jnp.int32)
         cont = F[succ[o], jnp.arange(P)]
@@ -626,13 +643,14 @@ def backup(key: jax.Array, model: Any, st: NVIState, b_states: Any, apply_fn: Ca
     """The MCVI-style backup at a belief of equally weighted particles ``b_states`` [P] (``table``: the node
     values of a tabular model's states, :func:`_value_table`; ``config.verify_successors``: successors checked
     by running the controller, :func:`_successors`)."""
-    verify, horizon = (config.verify_successors, config.td_steps) if config is not None else (0, 1)
+    verify, horizon, shortlist = ((config.verify_successors, config.td_steps, config.shortlist_particles)
+                                  if config is not None else (0, 1, 0))
     A = model.num_actions
     P = jax.tree.leaves(b_states)[0].shape[0]
 
     def per_action(args):
         a, keys = args
-        return _successors(keys, model, st, b_states, a, apply_fn, table, verify, horizon)
+        return _successors(keys, model, st, b_states, a, apply_fn, table, verify, horizon, shortlist)
 
     keys = jax.random.split(key, A * P).reshape(A, P)
     q, succ = lax.map(per_action, (jnp.arange(A, dtype=jnp.int32), keys))
@@ -697,7 +715,7 @@ def _refresh_node(key, model, st: NVIState, config: Config, apply_fn, table=None
     b_states = _take(st.home, n)
     P = jax.tree.leaves(b_states)[0].shape[0]
     _, succ = _successors(jax.random.split(k_s, P), model, st, b_states, st.actions[n], apply_fn, table,
-                          config.verify_successors, config.td_steps)
+                          config.verify_successors, config.td_steps, config.shortlist_particles)
     cand = st._replace(edges=st.edges.at[n].set(succ))
     _, _, better = _paired_gain(k_r, model, cand, n, st, n, b_states, config, apply_fn)
     change = jnp.any(eligible) & better & jnp.any(succ != st.edges[n])
