@@ -88,6 +88,12 @@ class GenerativePOMDP(Protocol):
     * ``features(state) -> float[F]`` describes a state to a function approximator.
 
     ``num_actions``, ``num_observations`` and ``discount`` describe the problem.
+    Optional methods the particle filter (:mod:`jaxpomdp.particles`) uses when
+    present: ``observation_probability(state, action, state', observation)``
+    (``Z(o | a, s')``; without it the filter accepts a particle whose own sampled
+    observation matches) and ``resample_particles(key, states, weights) -> states``
+    (its own resampling, e.g. RockSample's by rock); NVI's exploration uses
+    ``upper_value(state)`` (an upper bound on the value of a known state).
     """
 
     num_actions: int

@@ -41,7 +41,7 @@ _collect = jax.jit(nvi.collect, static_argnames=("config", "apply_fn"))
 _add_node = jax.jit(nvi._add_node, static_argnames=("config", "apply_fn"))
 _refresh_node = jax.jit(nvi._refresh_node, static_argnames=("config", "apply_fn"))
 _train_step = jax.jit(nvi.train_step, static_argnames=("config", "apply_fn"))
-_successors = jax.jit(nvi._successors, static_argnames=("apply_fn", "verify", "horizon"))
+_successors = jax.jit(nvi._successors, static_argnames=("apply_fn", "verify", "horizon", "shortlist"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -261,12 +261,14 @@ def test_followed_trajectories_walk_the_controller_graph_not_the_networks_argmax
     np.testing.assert_array_equal(np.asarray(best), np.where(np.arange(cfg.max_depth) % 2 == 0, 3, 4))
 
 
-@pytest.mark.parametrize("verify, expected", [(0, 1), (3, 0)])
-def test_verified_successors_are_chosen_by_running_the_controller(verify, expected):
+@pytest.mark.parametrize("verify, expected", [(0, 1), (1, 1), (3, 0)])
+@pytest.mark.parametrize("shortlist", [0, 4])
+def test_verified_successors_are_chosen_by_running_the_controller(verify, expected, shortlist):
     # the networks (here a value table) rate the blind "open-left" node best at tiger-left states, where it
-    # loses 100; run from there (60 steps), listening forever (-1 a step) is the best of the three blind nodes
+    # loses 100; run from there (60 steps), listening forever (-1 a step) is the best of the three blind nodes.
+    # One candidate (verify 1) is the networks' best, ranked on all particles or on 4 of them (shortlist).
     m = problems.tiger()
-    cfg = SMALL._replace(td_steps=60, verify_successors=verify)
+    cfg = SMALL._replace(td_steps=60, verify_successors=verify, shortlist_particles=shortlist)
     net = nvi.Network(*nvi.mlp(cfg.hidden, cfg.value_scale))
     st = nvi.init(jax.random.key(0), m, cfg, net)
     table = jnp.zeros((cfg.capacity, m.num_states)).at[1].set(100.0)
@@ -281,9 +283,15 @@ def test_verified_successors_are_chosen_by_running_the_controller(verify, expect
         free = st._replace(actions=st.actions.at[5].set(2), edges=st.edges.at[5].set(0))
         keys = jax.random.split(jax.random.key(1), cfg.num_particles)
         _, succ = _successors(keys, m, free, b, jnp.int32(listen), net.apply_fn, table, verify=8,
-                              horizon=cfg.td_steps)
+                              horizon=cfg.td_steps, shortlist=shortlist)
         assert set(np.asarray(succ).tolist()) == {0}
+    if verify > 1:
         # Q from the runs: -1 now, then listening for 60 steps (-19.1), then a bootstrap weighted 0.044
         assert q_listen == pytest.approx(-(1 - 0.95 ** 61) / 0.05, abs=1.0)
+        # the runs use every particle whatever the shortlist: the same candidates give the same Q
+        full = _backup(jax.random.key(1), m, st, b, net.apply_fn, table, cfg._replace(shortlist_particles=0))
+        np.testing.assert_array_equal(np.asarray(res.q), np.asarray(full.q))
+    elif verify == 1:  # the open-left node run from the tiger's side: -100 now and then
+        assert q_listen < -5
     else:
         assert q_listen == pytest.approx(-1 + 0.95 * 100.0)
