@@ -295,3 +295,32 @@ def test_verified_successors_are_chosen_by_running_the_controller(verify, expect
         assert q_listen < -5
     else:
         assert q_listen == pytest.approx(-1 + 0.95 * 100.0)
+
+
+@pytest.mark.parametrize("shortlist", [0, 4])
+def test_successors_reuse_the_beliefs_own_values_when_no_particle_moved(shortlist):
+    # RockSample(4,4): a check leaves every particle's state as it was, a move east does not. Given the nodes'
+    # values at the belief itself, _successors ranks the check's successors on them (no network evaluated) and
+    # the move's on fresh values: with the true values the same Q and successors as without them; with values
+    # that rate node j best everywhere, the check's one candidate (verify 1) is j and the move's is unchanged.
+    from jaxpomdp.problems.rocksample_sim import _DX
+    m = rocksample_sim(4, 4)
+    cfg = nvi.Config(**ROCKSAMPLE_SMALL)
+    net = nvi.Network(*nvi.mlp(cfg.hidden, cfg.value_scale))
+    st = nvi.init(jax.random.key(0), m, cfg, net)
+    b = nvi._take(st.pool, 0)
+    keys = jax.random.split(jax.random.key(1), cfg.num_particles)
+    F0 = nvi._values_at(net.apply_fn, st, m, b, None)
+    east, check = int(np.argmax(np.asarray(_DX) == 1)), 4
+    for a, moves in ((east, True), (check, False)):
+        s2 = jax.vmap(lambda k, s: m.step(k, s, a)[0])(keys, b)
+        assert bool(jnp.any(s2.x != b.x)) == moves
+        run = functools.partial(_successors, keys, m, st, b, jnp.int32(a), net.apply_fn, None, verify=1,
+                                horizon=cfg.td_steps, shortlist=shortlist)
+        q, succ = run()
+        q_b, succ_b = run(values_at_b=F0)
+        np.testing.assert_allclose(float(q_b), float(q), rtol=1e-6)
+        np.testing.assert_array_equal(np.asarray(succ_b), np.asarray(succ))
+        j = int(np.setdiff1d(np.arange(m.num_actions), np.asarray(succ))[0])   # a blind node not chosen
+        _, succ_j = run(values_at_b=F0.at[j].set(1e3))
+        np.testing.assert_array_equal(np.asarray(succ_j), np.asarray(succ) if moves else j)

@@ -599,7 +599,7 @@ class BackupResult(NamedTuple):
 
 
 def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, verify: int = 0, horizon: int = 1,
-                shortlist: int = 0):
+                shortlist: int = 0, values_at_b=None):
     """``(Q(b, a), n*(a, .))``: one simulated step per particle (``keys`` [P]) and, per
     observation, the successor node best on the particles that produced it.
 
@@ -614,7 +614,10 @@ def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, ve
     none of those produced: by their total); the K candidates still run from all
     ``P``. Valuing every node's network at every particle for every action is
     most of a backup's work (``A N P`` evaluations), and the ranking is only a
-    shortlist.
+    shortlist. ``values_at_b`` (float[N, P], optional): the nodes' values at
+    ``b_states`` themselves, used instead of evaluating the networks again when the
+    action left every particle's state as it was (RockSample's checks, Tiger's
+    listen: most of a backup's actions on RockSample). The same values.
     """
     O = model.num_observations
     P = jax.tree.leaves(b_states)[0].shape[0]
@@ -622,14 +625,24 @@ def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, ve
     s2, o, r, d = jax.vmap(lambda k, s: _step(model, k, s, a))(keys, b_states)
     onehot = jax.nn.one_hot(o, O, dtype=DTYPE)                    # [P, O]
     seen = jnp.sum(onehot, axis=0) > 0
+
+    def values(states, cols):
+        """float[N, len]: every node's value at states (those of ``b`` if nothing moved)."""
+        fresh = lambda: _values_at(apply_fn, st, model, states, table)  # noqa: E731
+        if values_at_b is None or table is not None:
+            return fresh()
+        same = jnp.all(jnp.stack([jnp.all(x == y) for x, y in zip(jax.tree.leaves(states),
+                                                                   jax.tree.leaves(_take(b_states, cols)))]))
+        return lax.cond(same, lambda: values_at_b[:, cols], fresh)
+
     if verify > 0 and 0 < shortlist < P:
         sub = slice(None, (P // shortlist) * shortlist, P // shortlist)   # S particles, spread over the set
-        F = jnp.where(d[None, sub], 0.0, _values_at(apply_fn, st, model, _take(s2, sub), table))  # [N, S]
+        F = jnp.where(d[None, sub], 0.0, values(_take(s2, sub), sub))  # [N, S]
         ranked = jnp.where(st.active[:, None], F, 0.0) @ onehot[sub]
         ranked = jnp.where(jnp.sum(onehot[sub], axis=0) > 0, ranked, jnp.sum(F, axis=1, keepdims=True))
         score = jnp.where(st.active[:, None], ranked, -jnp.inf)
     else:
-        F = _values_at(apply_fn, st, model, s2, table)               # [N, P]
+        F = values(s2, slice(None))                                   # [N, P]
         F = jnp.where(d[None, :], 0.0, F)
         score = jnp.where(st.active[:, None], jnp.where(st.active[:, None], F, 0.0) @ onehot, -jnp.inf)
     overall = jnp.argmax(jnp.sum(F, axis=1))
@@ -663,14 +676,16 @@ def backup(key: jax.Array, model: Any, st: NVIState, b_states: Any, apply_fn: Ca
     A = model.num_actions
     P = jax.tree.leaves(b_states)[0].shape[0]
 
+    F0 = _values_at(apply_fn, st, model, b_states, table)            # [N, P] at b itself
+
     def per_action(args):
         a, keys = args
-        return _successors(keys, model, st, b_states, a, apply_fn, table, verify, horizon, shortlist)
+        return _successors(keys, model, st, b_states, a, apply_fn, table, verify, horizon, shortlist, F0)
 
     keys = jax.random.split(key, A * P).reshape(A, P)
     q, succ = lax.map(per_action, (jnp.arange(A, dtype=jnp.int32), keys))
     a_star = jnp.argmax(q).astype(jnp.int32)
-    v_old = jnp.mean(_values_at(apply_fn, st, model, b_states, table), axis=1)
+    v_old = jnp.mean(F0, axis=1)
     return BackupResult(q, a_star, succ[a_star], jnp.max(v_old), jnp.argmax(v_old).astype(jnp.int32))
 
 
