@@ -409,6 +409,11 @@ def _value_table(model: Any, st: NVIState, apply_fn, config: Config) -> Optional
     return node_values(apply_fn, st.params, _features(model, jnp.arange(model.num_states)))
 
 
+def _spread(P: int, S: int) -> slice:
+    """Every ``P // S``-th of ``P`` particles: ``S`` of them, spread over the set (the shortlist's)."""
+    return slice(None, (P // S) * S, P // S)
+
+
 def _values_at(apply_fn, st: NVIState, model, states, table: Optional[jax.Array]) -> jax.Array:
     """float[N, B] every node's value at states [B] (``-inf`` for inactive nodes), from ``table`` if given."""
     if table is None:
@@ -559,7 +564,7 @@ def collect(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: 
 
     def best_node(b_states):
         """The networks' best node at a belief (ranked on ``S`` of its particles, as :func:`_successors` does)."""
-        sub = _take(b_states, slice(None, (P // S) * S, P // S))
+        sub = _take(b_states, _spread(P, S))
         return jnp.argmax(jnp.mean(_values_at(apply_fn, st, model, sub, table), axis=1)).astype(jnp.int32)
 
     def body(carry, xs):
@@ -636,7 +641,7 @@ def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, ve
         return lax.cond(same, lambda: values_at_b[:, cols], fresh)
 
     if verify > 0 and 0 < shortlist < P:
-        sub = slice(None, (P // shortlist) * shortlist, P // shortlist)   # S particles, spread over the set
+        sub = _spread(P, shortlist)
         F = jnp.where(d[None, sub], 0.0, values(_take(s2, sub), sub))  # [N, S]
         ranked = jnp.where(st.active[:, None], F, 0.0) @ onehot[sub]
         ranked = jnp.where(jnp.sum(onehot[sub], axis=0) > 0, ranked, jnp.sum(F, axis=1, keepdims=True))
