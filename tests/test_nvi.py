@@ -324,3 +324,21 @@ def test_successors_reuse_the_beliefs_own_values_when_no_particle_moved(shortlis
         j = int(np.setdiff1d(np.arange(m.num_actions), np.asarray(succ))[0])   # a blind node not chosen
         _, succ_j = run(values_at_b=F0.at[j].set(1e3))
         np.testing.assert_array_equal(np.asarray(succ_j), np.asarray(succ) if moves else j)
+
+
+@pytest.mark.parametrize("guide_belief, risk_std, informed", [(0.0, 0.0, False), (0.0, 1.0, True), (1.0, 0.0, True)])
+def test_guided_trajectories_gather_information_at_the_belief(guide_belief, risk_std, informed):
+    # Tiger, no info steps: the hidden state's upper-bound action opens the safe door at once, every step, so no
+    # belief ever leans to one side. Opening is risky under an even belief (+10 or -100 by particle): with
+    # risk_std the trajectory listens instead until the particles agree; guided at the belief (QMDP on the
+    # particles) it listens too, as opening is worth less than listening there.
+    m = problems.tiger()
+    cfg = SMALL._replace(follow_controller=0.0, explore_random=0.0, info_steps=0, guide_belief=guide_belief,
+                         risk_std=risk_std)
+    net = nvi.Network(*nvi.mlp(cfg.hidden, cfg.value_scale))
+    st = nvi.init(jax.random.key(0), m, cfg, net)
+    keys = jax.random.split(jax.random.key(4), 16)
+    states, valid = jax.vmap(lambda k: _collect(k, m, st, cfg, net.apply_fn)[:2])(keys)
+    share = np.mean(np.asarray(states) == 0, axis=-1)[np.asarray(valid)]   # tiger-left share of each belief
+    leaning = np.mean(np.maximum(share, 1 - share) >= 0.9)
+    assert leaning > 0.2 if informed else leaning == 0.0

@@ -22,7 +22,11 @@ One :func:`update` (everything jit-compiled, static shapes) is:
    the MDP's optimal action; ``model.upper_value(s)`` of a simulator that has one,
    e.g. RockSample's fully observable bound). So guided trajectories gather some
    information and then take the optimistic, fully informed path; the backups
-   along them weigh what the information is worth. Each step is replaced by a
+   along them weigh what the information is worth. Optionally (``guide_belief``,
+   ``risk_std``) the upper-bound action is chosen at the belief instead, or replaced
+   by the most informative action where its reward is uncertain under the belief,
+   so that guided trajectories also reach the beliefs a cautious policy visits
+   (checked-and-bad rocks, a door left unopened). Each step is replaced by a
    random action with probability ``explore_random``. The beliefs are stored in
    a ring buffer (the pool).
 2. **Backups**, deepest first along each trajectory (:func:`backup`, MCVI-style):
@@ -157,6 +161,16 @@ class Config(NamedTuple):
         gain exceeds ``info_threshold`` nats) and then the upper bound's action at
         the hidden state; every step is replaced by a random action with
         probability ``explore_random``.
+      guide_belief: the share of guided trajectories whose upper-bound action is chosen at the
+        *belief* (``argmax_a mean_i [r_i + gamma U(s'_i)]`` over its particles, QMDP-like) rather
+        than at the hidden state; they walk where the belief, not the hidden truth, says value is.
+      risk_std: when > 0, a guided step whose upper-bound action has an immediate reward with a
+        standard deviation over the belief's particles above this (sampling a rock not known to
+        be good, opening a door in Tiger) takes the most informative action instead, if some
+        action's information gain exceeds ``info_threshold``; 0: off. Neither is on by default:
+        RockSample(15,15), 45 minutes, one core, seed 0 (``capacity=768``, ``batch_per_node=6``,
+        ``shortlist_particles=32``) followed at 18.46 +- 0.37 with ``risk_std=3`` and 18.52 +- 0.36
+        with ``guide_belief=0.5`` as well, against 18.62 +- 0.39 without (one run each).
       verify_successors: ``K``: a backup's successor for each action and observation
         is the best of the networks' ``K`` best nodes by running the controller from
         them (:func:`_successors`); 0: the networks' best. Tabular models: 0.
@@ -204,6 +218,8 @@ class Config(NamedTuple):
     follow_controller: float = 0.3
     info_steps: int = 16
     info_threshold: float = 0.05
+    guide_belief: float = 0.0
+    risk_std: float = 0.0
     verify_successors: int = 8
     shortlist_particles: int = 0
     improve_tol: float = 1e-2
@@ -262,7 +278,7 @@ def default_config(model: Any, **overrides) -> Config:
 #: Fields of :class:`Config` that are sizes or counts (at least 1) and shares (in [0, 1]).
 _AT_LEAST_ONE = ("capacity", "num_particles", "b0_particles", "max_depth", "width", "pool_capacity",
                  "batch_per_node", "td_steps", "target_period", "train_steps", "fit_steps", "fit_repeats")
-_SHARES = ("home_fraction", "target_ema", "explore_random", "follow_controller")
+_SHARES = ("home_fraction", "target_ema", "explore_random", "follow_controller", "guide_belief")
 #: Numbers that must be positive (the thresholds ``improve_tol``, ``improve_z``, ``info_threshold``: any).
 _POSITIVE = ("value_scale", "learning_rate", "fit_learning_rate")
 
@@ -529,13 +545,21 @@ def collect(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: 
     belief = particles.init(k_b, model, P)
     true = model.initial_state(k_true)
 
+    def upper_q(key, states):
+        """``mean_i [r_i + gamma U(s'_i)]`` and the std of ``r_i`` over states ``s_i``, for every action."""
+        n = jax.tree.leaves(states)[0].shape[0]
+
+        def q(a, keys):
+            s2, _, r, d = jax.vmap(lambda k, s: _step(model, k, s, a))(keys, states)
+            return jnp.mean(r + gamma * jnp.where(d, 0, jax.vmap(lambda x: _upper_value(model, st, x))(s2))), \
+                jnp.std(r)
+        keys = jax.random.split(key, A * n).reshape(A, n)
+        return jax.vmap(q)(jnp.arange(A), keys)
+
     def upper_action(key, state):
         """``argmax_a mean [r + gamma U(s')]`` at the hidden state (8 simulations per action)."""
-        def q(a, keys):
-            s2, _, r, d = jax.vmap(lambda k: _step(model, k, state, a))(keys)
-            return jnp.mean(r + gamma * jnp.where(d, 0, jax.vmap(lambda x: _upper_value(model, st, x))(s2)))
-        keys = jax.random.split(key, A * 8).reshape(A, 8)
-        return jnp.argmax(jax.vmap(q)(jnp.arange(A), keys)).astype(jnp.int32)
+        eight = jax.tree.map(lambda x: jnp.broadcast_to(x, (8,) + jnp.shape(x)), state)
+        return jnp.argmax(upper_q(key, eight)[0]).astype(jnp.int32)
 
     def info_action(key, b_states):
         """``argmax_a I(o; s' | b, a)``: the most informative action (0 if none informs)."""
@@ -555,6 +579,7 @@ def collect(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: 
         return jnp.argmax(gain).astype(jnp.int32), jnp.max(gain)
 
     k_mode, k_len = jax.random.split(k_s)
+    at_belief = jax.random.uniform(jax.random.fold_in(k_s, 1)) < config.guide_belief
     follow = jax.random.uniform(k_mode) < config.follow_controller
     if not _has_upper(model) and config.info_steps == 0:
         follow = jnp.ones((), bool)
@@ -575,7 +600,14 @@ def collect(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: 
         node = lax.cond(synced, lambda n, b: n, lambda n, b: best_node(b), node, belief.states)
         a_ctrl = st.actions[node]
         a_up = upper_action(k_u, true) if _has_upper(model) else a_ctrl
-        a_info, gain = info_action(k_u, belief.states) if config.info_steps > 0 else (a_ctrl, 0.0)
+        informs = config.info_steps > 0 or config.risk_std > 0
+        a_info, gain = info_action(k_u, belief.states) if informs else (a_ctrl, 0.0)
+        if _has_upper(model) and (config.guide_belief > 0 or config.risk_std > 0):
+            q_b, r_std = upper_q(jax.random.fold_in(k_f, 1), belief.states)
+            a_up = jnp.where(at_belief, jnp.argmax(q_b).astype(jnp.int32), a_up)
+            if config.risk_std > 0:
+                risky = (r_std[a_up] > config.risk_std) & (gain > config.info_threshold)
+                a_up = jnp.where(risky, a_info, a_up)
         a_info = jnp.where(gain > config.info_threshold, a_info, a_up)
         a_rand = jax.random.randint(k_r, (), 0, A, dtype=jnp.int32)
         guided = jnp.where(t < info_steps, a_info, a_up)
