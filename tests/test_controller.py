@@ -114,16 +114,27 @@ def _table(p, x):  # a node's network: a table over Tiger's one-hot state featur
     return x @ p
 
 
-#: The rollout policy's static settings and the evaluations' sizes of the two rollout tests below: with the same
-#: shapes (5 nodes, ``_table`` networks) both evaluate the same two compiled programs (each a 5-15 s compilation).
+#: The rollout policy's static settings and the evaluations' sizes of the two rollout tests below (5 nodes,
+#: ``_table`` networks). Running the policy is most of these tests' time (every step follows the graph
+#: ``num_rollouts x (candidates + 1) x horizon`` simulator steps: 128 episodes of 60 steps with ``ROLLOUT`` take
+#: ~18 CPU s at the tests' optimization level 0, ~10 s more to compile). Only the test of an optimal controller
+#: kept optimal is statistical and needs ``ROLLOUT``; where the rollouts' verdicts are certain (z = inf, or a
+#: gain of ~350 against a standard error of ~35, below) the same policy runs with ``QUICK_ROLLOUT``, half
+#: the rollouts, a quarter as long (1/8 of the work); those tests share its compiled program, and all share
+#: the followed controller's.
 ROLLOUT = dict(num_particles=32, candidates=4, num_rollouts=32, horizon=40)
+QUICK_ROLLOUT = dict(ROLLOUT, num_rollouts=16, horizon=10)
 EPISODES = dict(num_episodes=128, horizon=60)
 
 
 def test_rollout_policy_leaves_a_bad_start_node_for_a_better_plan():
     # node 0 opens the left door forever (about -45 a step), node 1 listens forever (-1 a step); the
     # controller starts at node 0 and its networks say nothing (all zero): the rollouts must decide. Nodes 2-4
-    # are inactive copies of node 0 (the other rollout test's 5 nodes): never a candidate, whatever the networks
+    # are inactive copies of node 0 (the other rollout test's 5 nodes): never a candidate, whatever the networks.
+    # The rollouts (QUICK_ROLLOUT: 16 of 10 steps) from b0: node 0 loses 44 a step more than node 1 on average
+    # (-45 against -1), 353 over 10 steps, the paired difference's sd 141 (each opening -100 or +10): a gain of
+    # 10 standard errors, below 2 (z = 2) with probability ~3e-14 (a noncentral t), so every episode leaves
+    # node 0; from node 1 on, opening is 353 worse
     m = problems.tiger()
     c = Controller(jnp.array([1, 0, 1, 1, 1], jnp.int32), jnp.array([[0, 0], [1, 1], [2, 2], [3, 3], [4, 4]],
                                                                      jnp.int32),
@@ -132,7 +143,7 @@ def test_rollout_policy_leaves_a_bad_start_node_for_a_better_plan():
         jax.random.key(0), 4))
     np.testing.assert_allclose(np.asarray(g), _listen_sum(30), rtol=1e-5)  # listening: the same every run
     follow = simulate.evaluate(jax.random.key(0), m, ControllerPolicy(c), **EPISODES)
-    pol = ParticleRolloutPolicy(c, m, **ROLLOUT)
+    pol = ParticleRolloutPolicy(c, m, **QUICK_ROLLOUT)
     ev = simulate.evaluate(jax.random.key(0), m, pol, **EPISODES)
     assert float(follow.mean) < -200
     # every episode: node 1 from b0 on, and no rollout ever makes opening the door look better
@@ -144,11 +155,13 @@ def test_rollout_policy_leaves_a_bad_start_node_for_a_better_plan():
 def test_rollout_policy_follows_the_graph_or_keeps_an_optimal_controller_optimal(exact):
     # Tiger's optimal controller (19.37). z = inf: the edge's node is always kept, so the actions are the
     # graph's, episode by episode (the same environment keys: the same returns). z = 2 with the exact
-    # values as networks: switching on noise would lose value (z = 1 here: 13.44 +- 2.43)
+    # values as networks: switching on noise would lose value (z = 1 here: 13.44 +- 2.43; with rollouts of 20
+    # steps instead of 40, 15.52 +- 2.14, which would pass: hence the full ROLLOUT). z = inf never switches,
+    # whatever the rollouts say: QUICK_ROLLOUT
     m = problems.tiger()
     V = jnp.asarray(_exact_controller_values(m, ACTIONS, EDGES), jnp.float32)
     c = _tiger_controller(V if exact else jnp.zeros_like(V), _table)
-    pol = ParticleRolloutPolicy(c, m, **ROLLOUT, z=2.0 if exact else float("inf"))
+    pol = ParticleRolloutPolicy(c, m, **(ROLLOUT if exact else QUICK_ROLLOUT), z=2.0 if exact else float("inf"))
     ev = simulate.evaluate(jax.random.key(2), m, pol, **EPISODES)
     ref = simulate.evaluate(jax.random.key(2), m, ControllerPolicy(c), **EPISODES)
     if not exact:

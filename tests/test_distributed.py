@@ -3,7 +3,9 @@
 The device count is fixed when JAX starts, so the checks run in subprocesses: each
 solver is run with the same seed with ``mesh=distributed.make_mesh()`` in one with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (4 CPU devices), and without
-a mesh in one with a single device; the compiled steps are checked to be
+a mesh in one with a single device; the compiled steps the solves ran on the mesh
+(GPOMDP's iteration, HSVI's step: looked up or lowered again with the same
+arguments, so that they are not compiled a second time) are checked to be
 partitioned over the 4 devices. The two run at the same time. The single-device
 one runs the problems and settings of other tests (tests/test_checkpoint.py's; for
 NVI tests/test_nvi.py's ``SMALL``) and keeps the session's ``XLA_FLAGS`` (they are
@@ -31,7 +33,7 @@ WORKER = textwrap.dedent('''
     import json, sys
     import jax, numpy as np
     from jaxpomdp import distributed, problems
-    from jaxpomdp.solvers import conjpomdp, gpomdp, nvi, point_based
+    from jaxpomdp.solvers import baseline, conjpomdp, gpomdp, nvi, point_based
 
     on_mesh = sys.argv[1] == "mesh"
     assert jax.device_count() == (4 if on_mesh else 1), jax.devices()
@@ -70,14 +72,20 @@ WORKER = textwrap.dedent('''
     # it was called with
     out["nvi_compilations"] = {"explore": nvi.explore._cache_size(), "train": nvi.train._cache_size()}
 
-    # the compiled steps are partitioned over the 4 devices
-    pol = gpomdp.default_policy(m)
+    # the compiled steps are partitioned over the 4 devices: those the solves above ran, not new ones.
+    # GPOMDP's iteration as gpomdp.solve compiled it (baseline.compile_cached keeps it); HSVI's step
+    # lowered with the arguments point_based.solve compiled it with (its seed, capacities and config), so
+    # that JAX's caches hand that compilation back instead of compiling the step again
+    iterations = [c for k, c in baseline._COMPILED.items() if k[0] is gpomdp._solve_iteration]
     with distributed.using(mesh):
-        text = gpomdp._gpomdp.lower(jax.random.key(1), m, pol, pol.init_params(jax.random.key(0)), 0.9, 0.0,
-                                    20, 64).compile().as_text()
-        state = point_based.init(m)
-        hsvi = point_based.update.lower(jax.random.key(0), m, state, point_based.Config()).compile().as_text()
-    out["partitions"] = {"gpomdp": "num_partitions=4" in text, "hsvi": "num_partitions=4" in hsvi}
+        config = point_based.default_config(m)
+        capacity = point_based.initial_capacity(m)
+        state = point_based.init(m, alpha_capacity=capacity, point_capacity=capacity)
+        state = point_based._make_room(state, m, config.width * (config.max_depth + config.lower_sweeps))
+        spec = point_based._with_capacities(state, state.alphas.shape[0], state.points.shape[0])
+        hsvi = point_based.update.lower(jax.random.key(0), m, spec, config).compile().as_text()
+    out["partitions"] = {"gpomdp": len(iterations) == 1 and "num_partitions=4" in iterations[0].as_text(),
+                         "hsvi": "num_partitions=4" in hsvi}
     json.dump(out, sys.stdout)
 ''')
 

@@ -224,9 +224,11 @@ def test_sigint_nvi_ten_times_controller_loads_and_resume_matches(tmp_path, cach
 
 
 def test_sigterm_stops_with_143_and_keeps_the_policy_in_the_checkpoint_directory(tmp_path, cache):
+    # the point-based test's problem and settings but for the step count (200 steps: over 40 s of solving), so
+    # that the programs come from the cache
     env = _env(cache)
-    run = Run(["hallway", "--max-iterations", "200", "--target-gap", "0", "--time-limit", "100000",
-               "--checkpoint", "ck", "--checkpoint-every", "1", "--quiet"], env, tmp_path)
+    run = Run(["4x3.95", "--solver", "hsvi", "--max-iterations", "200", "--target-gap", "0", "--time-limit", "100000",
+               "--episodes", "20", "--checkpoint", "ck", "--checkpoint-every", "1", "--quiet"], env, tmp_path)
     time.sleep(8.0)
     assert run.proc.poll() is None
     run.proc.send_signal(signal.SIGTERM)
@@ -234,7 +236,7 @@ def test_sigterm_stops_with_143_and_keeps_the_policy_in_the_checkpoint_directory
     assert rc == 128 + signal.SIGTERM, out + err
     assert "Traceback" not in err
     assert "stopped      by SIGTERM" in out and f"--resume {Path('ck')}" in out, out
-    assert read_alpha(tmp_path / "ck" / "policy.alpha", num_states=60)[0].shape[1] == 60
+    assert read_alpha(tmp_path / "ck" / "policy.alpha", num_states=11)[0].shape[1] == 11
     assert checkpoint.load(tmp_path / "ck").solver == "hsvi"
     assert not [p for p in tmp_path.rglob("*.tmp")]  # nothing half-written left behind
 

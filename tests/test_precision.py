@@ -37,11 +37,19 @@ What is compared, per model file, and within what:
   ``DIRECTION_RTOL = 1e-5`` of ``scale`` (only the float32 rounding of the model
   itself can move them inwards; measured: never, on any file).
 
-* **A short point-based solve** (``SOLVE_PROBLEMS``: the small problems that
-  converge within ``SOLVE_MAX_ITERATIONS`` HSVI steps in a few seconds; the
-  compilation of the HSVI step, 3-5 s per model and precision, keeps the larger
-  models out of the time budget: they get the reading, bounds and one-step
-  backup checks only):
+* **A short point-based solve** (``SOLVE_PROBLEMS``: Tiger and shuttle, small
+  problems that converge within ``SOLVE_MAX_ITERATIONS`` HSVI steps, and on which
+  the float32 and float64 searches differ, so that two different searches are
+  compared). A solve costs about 12 CPU seconds per model and precision, nearly
+  all of it compiling the solver's programs (the HSVI step, pruning, the bounds
+  at b0) for that model's shapes, plus a few for its simulation below; so the
+  other models get the reading, bounds and one-step backup checks only. 1d and
+  cheese were solved here too, and dropped for time (with their simulations about
+  60 of the two workers' CPU seconds); they passed every check below (1d: 6 steps
+  in both precisions, the same 4 vectors; cheese: 9 steps, 10 and 9 vectors;
+  paired difference 0); they run the same solver and checks on other small
+  models, and cheese, the larger (11 states, 7 observations), keeps the checks
+  of every file. Each of the two is solved with
   ``point_based.solve(method="hsvi", time_limit=None, max_iterations=...,
   seed=SOLVE_SEED)`` in both precisions. The search is not the same in both
   precisions (trials sample observations with weights computed in the working
@@ -61,7 +69,7 @@ What is compared, per model file, and within what:
     lower bound (what two policies whose values lie in those brackets can
     differ by) + ``2 truncation + Z * stderr(difference) + BOUND_RTOL * scale``.
     When the two policies act alike the paired difference is exactly 0 (as
-    measured on all four, though the searches differ: Tiger takes 24 steps in
+    measured on both, though the searches differ: Tiger takes 24 steps in
     float32 and 23 in float64, shuttle 14 and 11).
 """
 
@@ -95,7 +103,7 @@ BOUND_RTOL = 1e-4
 #: How far (same units) a float32 certified bound may be on the inner side of the float64 one.
 DIRECTION_RTOL = 1e-5
 #: Problems solved in both precisions (the rest get the reading and bounds checks).
-SOLVE_PROBLEMS = ("1d.POMDP", "Tiger.pomdp", "cheese.95.POMDP", "shuttle.95.POMDP")
+SOLVE_PROBLEMS = ("Tiger.pomdp", "shuttle.95.POMDP")
 SOLVE_MAX_ITERATIONS = 40
 SOLVE_TARGET_GAP = 1e-3
 SOLVE_SEED = 0
