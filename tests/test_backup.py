@@ -544,6 +544,28 @@ def test_point_based_update_keeps_valid_monotone_bounds_traces_once_and_is_deter
     assert len(traces) == 1
 
 
+def test_initial_state_and_lower_update_are_what_solve_starts_and_runs_with():
+    m = problems.tiger()
+    config = point_based.Config(width=4, max_depth=20)
+    state = point_based.initial_state(m, config)
+    M, P = state.alphas.shape[0], state.points.shape[0]
+    need = config.width * (config.max_depth + config.lower_sweeps)  # what one step can add
+    assert M - int(state.num_alphas) >= need and P - int(state.num_points) >= need
+    assert int(state.num_alphas) == m.num_actions and int(state.num_points) == 1  # blind vectors, b0
+    np.testing.assert_array_equal(state.points[0], m.initial_belief)
+    key = jax.random.key(3)
+    # the lowered step, compiled, is the step: same state out as calling update
+    stepped = point_based.lower_update(m, state, config, key=key).compile()(key, m, state)
+    chex.assert_trees_all_equal(stepped, point_based.update(key, m, state, config))
+    assert int(stepped.num_alphas) > m.num_actions
+    # other capacities: only the abstract shapes change
+    lowered = point_based.lower_update(m, state, config, capacities=(2 * M, P))
+    arg = lowered.args_info[0][2]
+    assert arg.alphas.shape == (2 * M, m.num_states) and arg.points.shape == (P, m.num_states)
+    with pytest.raises(ValueError, match="unknown method"):
+        point_based.initial_state(m, config, method="sarsop")
+
+
 def _check_additions(both, before, after, rows, valid):
     """What ``backup_beliefs(before, rows, valid)`` added: only improvements, one per distinct valid row."""
     rows64, valid = np.asarray(rows, float), np.asarray(valid)

@@ -73,17 +73,13 @@ WORKER = textwrap.dedent('''
     out["nvi_compilations"] = {"explore": nvi.explore._cache_size(), "train": nvi.train._cache_size()}
 
     # the compiled steps are partitioned over the 4 devices: those the solves above ran, not new ones.
-    # GPOMDP's iteration as gpomdp.solve compiled it (baseline.compile_cached keeps it); HSVI's step
-    # lowered with the arguments point_based.solve compiled it with (its seed, capacities and config), so
+    # GPOMDP's iteration as gpomdp.solve compiled it (baseline.compile_cached keeps it); HSVI's first
+    # step as point_based.solve compiled it (its seed 0, initial capacities and default config), so
     # that JAX's caches hand that compilation back instead of compiling the step again
     iterations = [c for k, c in baseline._COMPILED.items() if k[0] is gpomdp._solve_iteration]
     with distributed.using(mesh):
-        config = point_based.default_config(m)
-        capacity = point_based.initial_capacity(m)
-        state = point_based.init(m, alpha_capacity=capacity, point_capacity=capacity)
-        state = point_based._make_room(state, m, config.width * (config.max_depth + config.lower_sweeps))
-        spec = point_based._with_capacities(state, state.alphas.shape[0], state.points.shape[0])
-        hsvi = point_based.update.lower(jax.random.key(0), m, spec, config).compile().as_text()
+        state = point_based.initial_state(m)
+        hsvi = point_based.lower_update(m, state, key=jax.random.key(0)).compile().as_text()
     out["partitions"] = {"gpomdp": len(iterations) == 1 and "num_partitions=4" in iterations[0].as_text(),
                          "hsvi": "num_partitions=4" in hsvi}
     json.dump(out, sys.stdout)

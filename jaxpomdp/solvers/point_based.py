@@ -46,7 +46,8 @@ from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.policy import AlphaVectorPolicy
 from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite, value_scale
 
-__all__ = ["PointBasedState", "Config", "default_config", "initial_capacity", "init", "update", "solve", "METHODS"]
+__all__ = ["PointBasedState", "Config", "default_config", "initial_capacity", "init", "initial_state", "update",
+           "lower_update", "solve", "METHODS"]
 
 METHODS = ("hsvi", "pbvi", "perseus")
 
@@ -472,6 +473,39 @@ def _with_capacities(state: PointBasedState, alphas: int, points: int) -> PointB
         values=spec((points,), state.values.dtype))
 
 
+def _step_room(method: str, config: Config) -> int:
+    """Rows one step can add to each set: a vector and a point per trial and depth (HSVI), two per batch row."""
+    return config.width * (config.max_depth + config.lower_sweeps) if method == "hsvi" else 2 * 64
+
+
+def initial_state(model: TabularPOMDP, config: Optional[Config] = None, method: str = "hsvi") -> PointBasedState:
+    """The state :func:`solve` starts from: :func:`init` at :func:`initial_capacity`, grown so
+    that one step of ``method`` fits (``config``: :func:`default_config` when None)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    config = default_config(model) if config is None else config
+    capacity = initial_capacity(model)
+    state = init(model, alpha_capacity=capacity, point_capacity=capacity)
+    return _make_room(state, model, _step_room(method, config))
+
+
+def lower_update(model: TabularPOMDP, state: PointBasedState, config: Optional[Config] = None, *,
+                 key: Optional[jax.Array] = None, capacities: Optional[tuple[int, int]] = None) -> jax.stages.Lowered:
+    """:func:`update` lowered as :func:`solve` compiles it: on the abstract shapes of ``state``
+    with the set capacities ``(vectors, points)`` (default: ``state``'s), under the current mesh.
+
+    ``.compile()`` hands back the program ``solve`` ran (JAX caches it) for inspecting:
+    its HLO (``.as_text()``: e.g. how it is partitioned over a mesh), ``.cost_analysis()``,
+    ``.memory_analysis()``. ``key`` defaults to ``jax.random.key(0)``, ``config`` to
+    :func:`default_config`.
+    """
+    config = default_config(model) if config is None else config
+    key = jax.random.key(0) if key is None else key
+    if capacities is None:
+        capacities = (state.alphas.shape[0], state.points.shape[0])
+    return update.lower(key, model, _with_capacities(state, *capacities), config)
+
+
 def _make_room(state, model, need: int) -> PointBasedState:
     """Prunes and grows the sets so that ``need`` more rows fit, with 25% to spare."""
     M, P = state.alphas.shape[0], state.points.shape[0]
@@ -636,12 +670,9 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
         resume.check(method, model, options)
     key = jax.random.key(seed)
     t_compile = time.perf_counter()
-    capacity = initial_capacity(model)
-    state = init(model, alpha_capacity=capacity, point_capacity=capacity)
+    state = initial_state(model, config, method)
     width = config.width if method == "hsvi" else 64
-    # room for what one step can add: a vector and a point per trial and depth
-    need = width * (config.max_depth + config.lower_sweeps) if method == "hsvi" else 2 * width
-    state = _make_room(state, model, need)
+    need = _step_room(method, config)  # room for what one step can add
     lower, upper, finite = _bounds_at_b0(state)  # the initial bounds: blind vectors, FIB
     if not _bounds_finite(lower, upper, finite):
         _raise_nonfinite(method, 0, model, state, lower, upper, finite, None)
@@ -673,13 +704,13 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     mesh_now = jax.sharding.get_mesh()  # the compiling thread works under the same mesh
     mesh_now = None if mesh_now is None or mesh_now.empty else mesh_now
 
-    def compile_step(spec):
+    def compile_step(st, capacities):
         with distributed.using(mesh_now):
-            return update.lower(key, model, spec, config).compile()
+            return lower_update(model, st, config, key=key, capacities=capacities).compile()
 
     def step_for(capacities, st):
         if capacities not in compiled:
-            compiled[capacities] = executor.submit(compile_step, _with_capacities(st, *capacities))
+            compiled[capacities] = executor.submit(compile_step, st, capacities)
         return compiled[capacities]
 
     def hsvi_compiled(k, st):
