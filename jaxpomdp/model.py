@@ -62,6 +62,18 @@ class Names(tuple):
         return (Names, (tuple(self),))
 
 
+def float_dtype() -> np.dtype:
+    """The float dtype models are kept in: JAX's default (float32 unless ``jax_enable_x64``)."""
+    return np.dtype(jax.dtypes.canonicalize_dtype(jnp.float_))
+
+
+def too_large(dtype) -> str:
+    """The end of the message for a number that ``dtype`` cannot hold (it would become infinite)."""
+    dtype = np.dtype(dtype)
+    hint = "; JAX_ENABLE_X64=1 keeps models in float64" if dtype.itemsize < 8 else ""
+    return f"is too large for {dtype} (at most {np.finfo(dtype).max:.4g} in size{hint})"
+
+
 def _names(values: Optional[Sequence[str]], count: int, what: str) -> Optional[Names]:
     if values is None:
         return None
@@ -221,6 +233,12 @@ class TabularPOMDP:
             raise InvalidModelError(f"discount must be a scalar; got shape {np.shape(discount)}")
         # cast on the host: jnp.asarray(x, dtype) would compile a conversion per shape
         dtype = np.dtype(jax.dtypes.canonicalize_dtype(dtype if dtype is not None else jnp.float_))
+        big = np.argwhere(np.abs(rew) > np.finfo(dtype).max)  # would be cast to infinity
+        if big.size:
+            a, s = big[0]
+            an = action_names[a] if action_names is not None else a
+            sn = state_names[s] if state_names is not None else s
+            raise InvalidModelError(f"reward[action={an!r}, state={sn!r}] = {rew[a, s]:.6g} {too_large(dtype)}")
         feats = None
         if state_features is not None:
             feats = np.asarray(state_features)
@@ -413,8 +431,12 @@ def validate(model: TabularPOMDP, *, tolerance: float = DEFAULT_TOLERANCE) -> Ta
     check_probs("obs_prob", obs, lambda a, s, o: f"action={an(a)!r}, state={sn(s)!r}, observation={on(o)!r}")
     check_probs("initial_belief", b0, lambda s: f"state={sn(s)!r}")
 
+    # the arrays' own rounding (float32: 6e-8 per unit summed) does not count against the tolerance:
+    # a row that sums to 1 within it as written is not refused once stored
+    slack = tolerance + float(np.finfo(np.asarray(model.next_prob).dtype).eps)
+
     def check_sums(name, sums, where):
-        bad = np.argwhere(np.abs(sums - 1.0) > tolerance)
+        bad = np.argwhere(np.abs(sums - 1.0) > slack)
         if bad.size:
             idx = tuple(bad[0])
             raise InvalidModelError(
@@ -422,7 +444,7 @@ def validate(model: TabularPOMDP, *, tolerance: float = DEFAULT_TOLERANCE) -> Ta
 
     check_sums("next_prob", npb.sum(-1), lambda a, s: f"action={an(a)!r}, state={sn(s)!r}")
     check_sums("obs_prob", obs.sum(-1), lambda a, s: f"action={an(a)!r}, state={sn(s)!r}")
-    if abs(b0.sum() - 1.0) > tolerance:
+    if abs(b0.sum() - 1.0) > slack:
         raise InvalidModelError(f"initial_belief sums to {b0.sum():.10g} (expected 1 ± {tolerance:g})")
 
     bad = np.argwhere(~np.isfinite(rew))

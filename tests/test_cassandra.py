@@ -936,3 +936,42 @@ def test_large_file_loads_fast_with_progress(tmp_path):
     assert seen[0] == 0.0 and seen[-1] == 1.0 and len(seen) >= 10
     assert all(x <= y for x, y in zip(seen, seen[1:]))
     assert all(0.0 <= x <= 1.0 for x in seen)
+
+
+# ------------------------------------------------- numbers: ASCII digits, the model's dtype
+PRE = "discount: 0.95\nvalues: reward\nstates: s0 s1\nactions: a\nobservations: o0 o1\n"
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("T: a : s0 : s0 \u0661", "expected a probability, found '\u0661'"),  # ARABIC-INDIC DIGIT ONE
+    ("T: a : \u0661 : s0 1", "unknown state '\u0661'"),
+    ("R: a : s0 : * : * \u0665\u0660", "expected a reward value, found '\u0665\u0660'"),
+    ("R: a : s0 : * : * \uff15", "expected a reward value"),  # FULLWIDTH DIGIT FIVE
+])
+def test_numbers_are_ascii_digits_only(line, fragment):
+    """The grammar's numbers are [0-9]; Python's int/float (and regex \\d) take any Unicode digit."""
+    text = PRE + "T: a : s0 : s0 1\nT: a : s1 0 1\nO: a uniform\n" + line + "\n"
+    with pytest.raises(PomdpFormatError, match=re.escape(fragment)) as info:
+        load(text)
+    assert info.value.line == 9
+
+
+def test_a_row_within_the_tolerance_is_not_refused_for_its_float32_rounding():
+    """0.99999001 is 1 - 9.99e-6 as written; stored in float32 it sums to 1 - 1.0001e-5."""
+    body = "T: a : s0 : s0 0.99999001\nT: a : s1 0 1\nO: a : s0 0.99999001 0\nO: a : s1 0.5 0.5\n"
+    m = load(PRE + "start: 0.99999001 0\n" + body)
+    np.testing.assert_allclose(np.asarray(dense_transitions(m))[0, 0], [0.99999001, 0], rtol=1e-6)
+    with pytest.raises(PomdpFormatError, match="sum to 0.99998"):
+        load(PRE + body.replace("0.99999001", "0.99998", 1))
+
+
+def test_a_reward_too_large_for_the_model_dtype_is_refused_at_its_number():
+    text = PRE + "T: a identity\nO: a uniform\nR: a : s0 : * : * 1e39\n"
+    if np.asarray(load(text.replace("1e39", "1")).reward).dtype != np.float32:
+        assert float(np.asarray(load(text).reward)[0, 0]) == 1e39
+        return
+    with pytest.raises(PomdpFormatError, match=re.escape("number '1e39' is too large for float32")) as info:
+        load(text)
+    assert (info.value.line, info.value.column) == (8, 19)
+    with pytest.raises(PomdpFormatError, match="is too large for float32"):
+        load(PRE + "T: a identity\nO: a uniform\nR: a : s0\n-1e39 0\n0 0\n")

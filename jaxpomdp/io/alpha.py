@@ -22,7 +22,7 @@ from jaxpomdp.errors import PomdpFormatError
 
 __all__ = ["write_alpha", "read_alpha", "format_alpha"]
 
-_NUM = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
+_NUM = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
 
 
 def format_alpha(alphas, actions) -> str:
@@ -74,7 +74,7 @@ def read_alpha(path: str | os.PathLike, *, num_states: Optional[int] = None,
     while i < len(lines):
         ln, off = lines[i]
         head = ln.split()
-        if len(head) != 1 or not re.fullmatch(r"\d+", head[0]):
+        if len(head) != 1 or not re.fullmatch(r"[0-9]+", head[0]):
             raise fail(f"expected an action index (a non-negative integer) on its own line, found {ln.strip()[:40]!r}",
                        off + len(ln) - len(ln.lstrip()))
         a = int(head[0])

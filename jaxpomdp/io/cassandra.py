@@ -63,7 +63,7 @@ import numpy as np
 
 from jaxpomdp.errors import InvalidModelError, PomdpFormatError
 from jaxpomdp.io.limits import SIMULATOR_HINT, refusal
-from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP, validate
+from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP, float_dtype, too_large, validate
 
 __all__ = ["read_cassandra", "write_cassandra", "MAX_MODEL_BYTES", "MAX_EXPANDED_ENTRIES"]
 
@@ -80,10 +80,10 @@ MAX_EXPANDED_ENTRIES = 2 ** 25
 _TOKEN = re.compile(r"#[^\n]*|:|[^\s:#]+")
 _COMMENT = re.compile(r"#[^\n]*")
 _BINARY = re.compile(r"[^\t\n\r\f\v\x20-\x7e\x80-\U0010ffff]")
-_UNSIGNED = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
+_UNSIGNED = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")  # [0-9]: \d is any Unicode digit
 _NUMBER = re.compile(r"[+-]?" + _UNSIGNED.pattern)
 _SIGNS = ("+", "-")  # pomdp-solve's grammar also allows a sign apart from its digits: '- 5'
-_COUNT = re.compile(r"\d+\Z")
+_COUNT = re.compile(r"[0-9]+\Z")
 _PREAMBLE = ("discount", "values", "states", "actions", "observations", "start")
 _ENTRY = ("T", "O", "R")
 _KEYWORDS = frozenset(_PREAMBLE + _ENTRY + ("include", "exclude", "uniform", "identity", "reset"))
@@ -153,6 +153,9 @@ class _Parser:
         self.path = path
         self.tol = tolerance
         self.progress = progress
+        dtype = float_dtype()  # the model's: larger numbers would become infinite
+        self.max_value = min(_MAX_VALUE, float(np.finfo(dtype).max))
+        self.too_large = "number {} " + too_large(dtype)
         # token texts only (fast); a token's offset is recomputed when an error needs it
         self.toks = (_COMMENT.sub("", text) if "#" in text else text).replace(":", " : ").split()
         self.ntok = len(self.toks)
@@ -198,12 +201,16 @@ class _Parser:
                 raise self.error(f"expected {what}, found {self.found()}")
             t, n = t + toks[i + 1], 2
         v = float(t)
-        if not abs(v) <= _MAX_VALUE:
-            raise self.error(f"number {_show(t)} is out of range")
+        if not abs(v) <= self.max_value:
+            raise self.error(self.out_of_range(t, v))
         if probability and not 0.0 <= v <= 1.0:
             raise self.error(f"expected a probability in [0, 1], found {_show(t)}")
         self.i = i + n
         return v
+
+    def out_of_range(self, t: str, v: float) -> str:
+        return (f"number {_show(t)} is out of range" if not abs(v) <= _MAX_VALUE
+                else self.too_large.format(_show(t)))
 
     def probability(self) -> float:
         return self.number("a probability", probability=True)
@@ -231,12 +238,13 @@ class _Parser:
             raise self.error(f"expected {count} numbers ({what}), found {n} and then {self.found(end)}",
                              tok=end)
         arr = np.array(words, dtype=np.float64)
-        big = ~(np.abs(arr) <= _MAX_VALUE)
+        big = ~(np.abs(arr) <= self.max_value)
         bad = big | (arr < 0) | (arr > 1) if probability else big
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
-            reason = "number {} is out of range" if big[k] else "expected a probability in [0, 1], found {}"
-            raise self.error(reason.format(_show(words[k])), tok=pos[k])
+            reason = (self.out_of_range(words[k], arr[k]) if big[k]
+                      else f"expected a probability in [0, 1], found {_show(words[k])}")
+            raise self.error(reason, tok=pos[k])
         self.i = end
         return arr
 
@@ -464,7 +472,7 @@ class _Parser:
                     y = _ALL if y == "*" else st.get(y)
                     o = _ALL if o == "*" else ob.get(o)
                     if (a is not None and x is not None and y is not None and o is not None and num(v)
-                            and abs(r := float(v)) <= _MAX_VALUE):
+                            and abs(r := float(v)) <= self.max_value):
                         rent.append((a, x, y, o, r))
                         i += 10
                         continue

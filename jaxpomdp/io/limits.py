@@ -25,7 +25,7 @@ ENV_VAR = "JAXPOMDP_MAX_MODEL_BYTES"
 #: What to do instead, the end of every refusal.
 SIMULATOR_HINT = "give a large model as a simulator (jaxpomdp.GenerativePOMDP; NVI plans from simulators)"
 
-_BYTES = re.compile(r"(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
+_BYTES = re.compile(r"([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
 _SUFFIX = {"": 1, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40}
 
 
