@@ -583,3 +583,62 @@ def test_fuzzed_files_load_or_raise_format_errors(data):
             assert str(e).startswith(source + ":")
         else:
             assert model.num_states >= 1
+
+
+# ------------------------------------------------- what the schema allows that is rarely written
+def _mdp_of_base() -> str:
+    """BASE as an MDP: the door fully observed too, no observation variable, no <ObsFunction>."""
+    text = BASE.replace('vnameCurr="door_1" fullyObs="false"', 'vnameCurr="door_1" fullyObs="true"')
+    start, stop = text.index("  <ObsVar"), text.index("</ObsVar>") + len("</ObsVar>\n")
+    text = text[:start] + text[stop:]
+    start, stop = text.index("<ObsFunction>"), text.index("</ObsFunction>") + len("</ObsFunction>\n")
+    return text[:start] + text[stop:]
+
+
+def test_an_mdp_may_leave_out_the_obs_function():
+    """The format's MDPs: no observation variables, so no <ObsFunction> (the schema wants a CondProb in it,
+    for an observation variable); the state is observed through the fully observed variables."""
+    text = _mdp_of_base()
+    m = read(text)
+    assert m.num_states == 4 and m.num_observations == 4
+    T, Z, R, b0 = arrays(m)
+    np.testing.assert_array_equal(Z, np.broadcast_to(np.eye(4), (3, 4, 4)))  # each state its own observation
+    T_base, _, R_base, b0_base = arrays(read(BASE))
+    np.testing.assert_allclose(T, T_base, atol=1e-7)
+    np.testing.assert_allclose(R, R_base, atol=1e-6)
+    np.testing.assert_allclose(b0, b0_base)
+    empty = text.replace("<RewardFunction>", "<ObsFunction/>\n<RewardFunction>")
+    np.testing.assert_array_equal(arrays(read(empty))[1], Z)
+    # with an observation variable the section is still needed
+    with pytest.raises(PomdpFormatError, match="missing <ObsFunction> in <pomdpx>.*'hear'"):
+        read(BASE.replace(BASE[BASE.index("<ObsFunction>"):BASE.index("<RewardFunction>")], ""))
+
+
+def test_table_keywords_in_any_case_and_with_any_whitespace():
+    """APPL lowercases a ProbTable's text; XML whitespace around it does not matter, however long."""
+    want = T_of(one_var_model([entry("* * -", "uniform"), entry("stay - -", "identity")]))
+    pad = "\n" + " " * 150 + "\t\n"
+    got = T_of(one_var_model([entry("* * -", pad + "UNIFORM" + pad), entry("stay - -", pad + "Identity" + pad)]))
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(PomdpFormatError, match="'identity' needs an <Instance> with exactly two '-'"):
+        read(one_var_model([entry("* * -", pad + "IDENTITY")]))
+
+
+def test_several_descriptions_and_a_signed_numvalues():
+    """The schema allows any number of <Description>s, and <NumValues> is an xs:integer ('+3')."""
+    m = read(one_var_model([entry("* - -", "identity")], values=num("+3")).replace(
+        "<Discount>", "<Description>one</Description><Description>two</Description>\n<Discount>"))
+    assert m.state_names == ("s0", "s1", "s2")
+    with pytest.raises(PomdpFormatError, match="expected a positive integer"):
+        read(one_var_model([entry("* - -", "identity")], values=num("-3")))
+
+
+def test_a_reward_too_large_for_the_model_dtype_is_refused_at_its_number():
+    if jaxpomdp.model.float_dtype() != np.float32:
+        pytest.skip("float64: 1e39 fits")
+    text = BASE.replace("<ValueTable>-100 10</ValueTable>", "<ValueTable>-100 1e39</ValueTable>")
+    with pytest.raises(PomdpFormatError, match="number '1e39' is too large for float32") as info:
+        read(text)
+    line = line_of(text, "1e39")
+    assert info.value.line == line
+    assert info.value.column == text.index("1e39") - text.rfind("\n", 0, text.index("1e39"))

@@ -10,7 +10,8 @@ reward variables, and gives the model as conditional probability tables
 * ``<StateTransitionFunction>``: one CondProb per state variable (``Var`` its
   current name; parents: action variables and previous-slice state variables);
 * ``<ObsFunction>``: one CondProb per observation variable (parents: action
-  variables and current-slice state variables);
+  variables and current-slice state variables); an MDP, with no observation
+  variables, may leave it out;
 * ``<RewardFunction>``: any number of Funcs (``Var`` a reward variable; parents:
   action variables, previous- and current-slice state variables). The reward is
   the SUM of all Funcs; a Func that depends on current-slice variables is reduced
@@ -76,7 +77,7 @@ import numpy as np
 
 from jaxpomdp.errors import InvalidModelError, PomdpFormatError
 from jaxpomdp.io.limits import refusal
-from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP, validate
+from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP, float_dtype, too_large, validate
 
 __all__ = ["read_pomdpx", "MAX_BYTES"]
 
@@ -234,6 +235,7 @@ def _axis_name(axis) -> str:
 class _Reader:
     def __init__(self, path: str, tolerance: float):
         self.path, self.tolerance = path, tolerance
+        self.dtype = float_dtype()  # the model's: larger numbers would become infinite
         self.names: dict[str, tuple[_Var, str]] = {}   # variable name -> (var, role)
         self.vars: dict[str, list[_Var]] = {"state": [], "obs": [], "action": [], "reward": []}
         self.table_bytes = 0  # held by the tables read so far
@@ -297,6 +299,10 @@ class _Reader:
             i = int(np.argmax(bad_mask))
             what = "a probability in [0, 1]" if prob else "a finite number"
             self.fail(f"expected {what}, found {words[i]!r}", node.token_pos(i))
+        big = np.abs(vals) > np.finfo(self.dtype).max  # finite here, infinite in the model's dtype
+        if big.any():
+            i = int(np.argmax(big))
+            self.fail(f"number {words[i]!r} {too_large(self.dtype)}", node.token_pos(i))
         return vals
 
     # ------------------------------------------------------------------ variables
@@ -337,6 +343,8 @@ class _Reader:
         if kids["NumValues"]:
             num = kids["NumValues"][0]
             words = num.text.split()
+            if words and words[0].startswith("+"):  # xs:integer allows a sign
+                words[0] = words[0][1:]
             if len(words) != 1 or len(words[0]) > 10 or not (words[0].isascii() and words[0].isdigit()) \
                     or not 1 <= int(words[0]) <= MAX_VALUES:
                 self.fail(f"expected a positive integer at most {MAX_VALUES} in <NumValues>, "
@@ -482,13 +490,14 @@ class _Reader:
 
     def entry_values(self, node: _Node, axes: list, dashes: list, prob: bool) -> np.ndarray:
         """The numbers of a ProbTable/ValueTable, one per combination of the ``-`` axes."""
-        keyword = node.text.strip() if prob and len(node.text) < 100 else ""
+        text = node.text.strip() if prob else ""
+        keyword = text.lower() if len(text) <= 8 else ""  # any case, as APPL (which lowercases the text)
         shape = [axes[k][0].size for k in dashes]
         if keyword == "identity":
             if len(dashes) != 2 or dashes[-1] != len(axes) - 1 or shape[0] != shape[1]:
                 self.fail("'identity' needs an <Instance> with exactly two '-', the last for the "
                           "variable itself, both with the same number of values; found "
-                          f"{len(dashes)} '-' with sizes {shape}", node.pos(node.text.index("identity")))
+                          f"{len(dashes)} '-' with sizes {shape}", node.pos(node.text.index(text)))
             return np.eye(shape[0])
         if keyword == "uniform":
             return np.full(math.prod(shape), 1.0 / axes[-1][0].size)
@@ -527,8 +536,8 @@ class _Reader:
             self.fail(f"the root element is <{root.tag}>; expected <pomdpx>", root)
         one = (1, 1)
         sec = {k: v[0] if v else root for k, v in self.children(root, {
-            "Description": (0, 1), "Discount": one, "Variable": one, "InitialStateBelief": one,
-            "StateTransitionFunction": one, "ObsFunction": one, "RewardFunction": one}).items()}
+            "Description": (0, None), "Discount": one, "Variable": one, "InitialStateBelief": one,
+            "StateTransitionFunction": one, "ObsFunction": (0, 1), "RewardFunction": one}).items()}
         disc = sec["Discount"]
         discount = float(self.numbers(disc, 1, prob=False)[0])
         if not 0.0 <= discount <= 1.0:
@@ -538,7 +547,13 @@ class _Reader:
         states = self.vars["state"]
         init = self.tables(sec["InitialStateBelief"], "CondProb", ("prev",), ("prev",), states)
         trans = self.tables(sec["StateTransitionFunction"], "CondProb", ("curr",), ("action", "prev"), states)
-        obsf = self.tables(sec["ObsFunction"], "CondProb", ("obs",), ("action", "curr"), self.vars["obs"])
+        if sec["ObsFunction"] is not root:
+            obsf = self.tables(sec["ObsFunction"], "CondProb", ("obs",), ("action", "curr"), self.vars["obs"])
+        elif self.vars["obs"]:  # an MDP (no observation variables) may leave it out
+            self.fail(f"missing <ObsFunction> in <pomdpx> (it has observation variables: "
+                      f"{', '.join(repr(v.name) for v in self.vars['obs'])})", root.end)
+        else:
+            obsf = {}
         funcs = self.tables(sec["RewardFunction"], "Func", ("reward",), ("action", "prev", "curr"), None)
 
         next_state, next_prob = self.transitions(trans, S, A, O, sec["StateTransitionFunction"])
