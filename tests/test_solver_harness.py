@@ -15,8 +15,8 @@ where that changes nothing that is checked:
 * the point-based runs on tiger are the iteration-capped runs of the determinism
   check: every run is checked the same way whichever stopping rule ended it. On
   network they are iteration-capped too (``PB_NETWORK_ITERATIONS``), not the
-  time-limit check's runs: a time-limited run stops with no time left for its final
-  pruning, so its policy keeps its ~1,500 vectors, and simulating those cost 10-25 s
+  time-limit check's runs: a 2 s run has no time for pruning's compilations (about a
+  second each), so its policy keeps its ~1,500 vectors, and simulating those cost 10-25 s
   of CPU (more on a faster machine, which adds more vectors in the same time); a
   capped run ends pruned, with tens of vectors, and bounds as tight as the 2 s runs'.
 """
@@ -242,3 +242,15 @@ def test_point_based_deterministic(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_point_based_time_limit(method):
     H.check_time_limit(_point_based(method), "network", time_limit=PB_TIME_LIMIT)
+
+
+def test_hsvi_time_limited_run_prunes_when_recompiling_the_step_does_not_fit():
+    """9.5 s is less than twice ``MIN_COMPILE_ESTIMATE``, so the sets never grow (a step's recompilation does
+    not fit); pruning's own programs compile in about a second, so pruning goes on past 256 vectors: the
+    vectors in use drop at least once (network's V* needs a few tens; a run that stopped pruning at 256
+    vectors kept its ~1,500-3,300 to the end)."""
+    H.check_time_limit(_point_based("hsvi"), "network", time_limit=9.5)
+    result, _ = H.solve_cached(_point_based("hsvi"), "network", 9.5, 0.0, 0)
+    assert result.info["stop_reason"] == "time limit"
+    vectors = [row[3] for row in result.history]
+    assert max(vectors) > 256 and any(b < a for a, b in zip(vectors, vectors[1:])), vectors

@@ -54,6 +54,10 @@ METHODS = ("hsvi", "pbvi", "perseus")
 #: Seconds a recompilation for grown sets is assumed to take at least (the measured
 #: first compilation can be near zero when the shapes were already in JAX's cache).
 MIN_COMPILE_ESTIMATE = 5.0
+#: The same for pruning's two small programs (:func:`prune_state`; about 1.2 s measured
+#: on one busy CPU core, whatever the sizes), a new shape of which compiles whenever the
+#: vectors or points in use pass a power of two.
+MIN_PRUNE_COMPILE_ESTIMATE = 2.0
 
 
 class Config(NamedTuple):
@@ -726,7 +730,9 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     else:
         _sweep.lower(model, state, jnp.zeros((width, model.num_states), state.alphas.dtype),
                      jnp.zeros(width, bool), chunk=width).compile()
+    t_prune = time.perf_counter()
     prune_state(state, model)
+    prune_compile = max(time.perf_counter() - t_prune, MIN_PRUNE_COMPILE_ESTIMATE)
     compile_seconds = time.perf_counter() - t_compile
 
     start = time.perf_counter() - start_seconds(resume)  # the clock counts the solving before a resume
@@ -785,7 +791,9 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
         seen.add(shapes)
         pruning = ("prune", _used(int(state.num_alphas), state.alphas.shape[0]),
                    _used(int(state.num_points), state.points.shape[0]))
-        if iteration % 8 == 0 and (pruning in seen or may_grow):  # new shapes compile
+        # pruning's new shapes compile in about a second: pruning goes on when a step's
+        # recompilation no longer fits (so the sets stay small, and dropping overflow rare)
+        if iteration % 8 == 0 and (pruning in seen or time_left() > prune_compile + predicted_step):
             compiled_now |= pruning not in seen
             seen.add(pruning)
             state = prune_state(state, model)  # keeps the best vector at b0: the bounds stay
@@ -809,7 +817,7 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     # delay the stop; the vectors are valid as they are)
     pruning = ("prune", _used(int(state.num_alphas), state.alphas.shape[0]),
                _used(int(state.num_points), state.points.shape[0]))
-    if pruning in seen or (time_left() > MIN_COMPILE_ESTIMATE and not stopped(stop)):
+    if pruning in seen or (time_left() > prune_compile and not stopped(stop)):
         state = prune_state(state, model)
     return _result(state, method, iteration, lower, upper, history, time.perf_counter() - start, compile_seconds,
                    stop_reason)
