@@ -318,6 +318,7 @@ def _solve(model, time_limit, seed, callback, config, policy, params, max_iterat
     key = jax.random.key(seed)
     key, k_init = jax.random.split(key)
     if params is None:
+        gpomdp_lib.check_policy_size(policy, 1, copies=8)  # the CG state: several parameter vectors
         params = policy.init_params(k_init)
     unravel = ravel_pytree(params)[1]
     max_iterations = config.max_iterations if max_iterations is None else max_iterations

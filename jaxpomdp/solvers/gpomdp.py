@@ -45,6 +45,8 @@ from jax.sharding import Mesh
 
 from jaxpomdp import distributed, stochastic
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, model_fingerprint, start_seconds, stopped
+from jaxpomdp.errors import ConfigError
+from jaxpomdp.io.limits import refusal
 from jaxpomdp.solvers.baseline import SolveResult, all_finite, check_finite, check_model_finite, compile_cached
 
 __all__ = ["GradientEstimate", "gpomdp", "olpomdp", "restart_probability", "default_policy", "Config", "solve",
@@ -361,6 +363,24 @@ def _solve_iteration(key, params, opt_state, score, first, model, policy, rho, c
     return params, opt_state, reward, norm, score, finite
 
 
+#: :func:`solve` and CONJPOMDP refuse policies whose parameters, with their gradients and
+#: optimizer state, would exceed this (or the memory available).
+MAX_POLICY_BYTES = 2 ** 32
+
+
+def check_policy_size(policy: Any, count: int, copies: int = 4) -> None:
+    """Raises ConfigError when ``count`` sets of ``policy.init_params`` (shapes only, nothing
+    allocated) times ``copies`` (parameters, gradient, optimizer moments) would not fit."""
+    keys = jax.ShapeDtypeStruct((count,), jax.random.key(0).dtype)
+    shapes = jax.eval_shape(jax.vmap(policy.init_params), keys)
+    need = copies * sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+    reason = refusal(need, "the policy's parameters, gradients and optimizer state would need about",
+                     MAX_POLICY_BYTES, f" ({count} x {_describe_policy(policy)})",
+                     hint="give fewer memory states (Config.memory, --memory) or restarts")
+    if reason is not None:
+        raise ConfigError(reason)
+
+
 def _describe_policy(policy: Any) -> str:
     """A stable description of a stochastic policy's structure (its class and static fields), for
     a checkpoint's options: ``repr`` of the built-in (frozen dataclass) policies, else the class."""
@@ -452,6 +472,8 @@ def _solve(model, time_limit, seed, callback, config, policy, params, max_iterat
     R = int(config.num_restarts)
     if R < 1:
         raise ValueError(f"num_restarts must be positive; got {R}")
+    if params is None:
+        check_policy_size(policy, R)
     key = jax.random.key(seed)
     key, k_init = jax.random.split(key)
     init_keys = jax.random.split(k_init, R)
