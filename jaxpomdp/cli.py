@@ -225,8 +225,12 @@ def resolve_problem(name: str, *, tolerance: float = DEFAULT_TOLERANCE,
         return os.path.basename(name), load_pomdp(name, tolerance=tolerance, progress=progress)
     try:
         return name, problems.get(name)
-    except KeyError:
-        pass
+    except KeyError as e:
+        if name.strip().lower().startswith("rocksample:"):  # a RockSample name of the wrong form
+            raise UserError(e.args[0]) from None
+    except ValueError as e:  # e.g. a RockSample instance too large to build as a table
+        hint = "; --solver nvi plans on its simulator" if "states; at most" in e.args[0] else ""
+        raise UserError(e.args[0] + hint) from None
     if os.sep in name or name.lower().endswith((".pomdp", ".pomdpx", ".gz")):
         raise UserError(f"no such file: {name}")
     raise UserError(f"unknown problem {name!r}: not a file and not a built-in problem "
@@ -245,7 +249,7 @@ def _resolve_for_solver(args: argparse.Namespace):
         try:
             return args.problem, rocksample_sim.from_name(args.problem)
         except (KeyError, ValueError) as e:
-            raise UserError(str(e).strip("'\"")) from None
+            raise UserError(e.args[0]) from None
     return resolve_problem(args.problem, tolerance=args.tolerance, quiet=args.quiet)
 
 
@@ -256,6 +260,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"solver {args.solver} has no alpha-vector policy to write (--out)")
     if args.plot:
         _check_plot_path(args.plot)
+    for flag, path in (("--out", args.out), ("--json", args.json), ("--plot", args.plot)):
+        if path:
+            _check_writable(flag, path)
+    if not -2 ** 63 <= args.seed < 2 ** 63:
+        raise UserError(f"--seed must be in [-2**63, 2**63), got {args.seed}")
+    if not 0 <= args.tolerance < 1:
+        raise UserError(f"--tolerance must be in [0, 1), got {args.tolerance}")
     _check_iterative_options(args)
     overrides = _nvi_overrides(args)
     resume = checkpoint.load(args.resume) if args.resume else None
@@ -472,6 +483,22 @@ def _keep_last_good(args: argparse.Namespace, model, last_good) -> str:
 
 def _plot_kind(solver: str) -> str:
     return "gradient" if solver in POLICY_GRADIENT else "controller" if solver == "nvi" else "bounds"
+
+
+def _check_writable(flag: str, path: str) -> None:
+    """Fails before solving when ``path`` could not be written at the end: a folder, a missing
+    folder, or one where no file can be created (tried: a probe file is made and removed)."""
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path}: is a folder, not a file")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise UserError(f"{flag} {path}: no such folder {folder}")
+    probe = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.probe")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot write a file in {folder} ({e.strerror})") from None
 
 
 def _check_plot_path(path: str) -> None:

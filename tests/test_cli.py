@@ -163,6 +163,18 @@ def test_problem_given_as_a_file(tmp_path, capsys):
     (["tiger", "--solver", "nvi", "--set", "capacity=2"], "capacity 2 < 3 actions"),
     (["tiger", "--solver", "nvi", "--set", "capacity=1000000", "--set", "hidden=[1024]"],
      "7.6 GiB for the networks' first layers"),
+    (["tiger", "--seed", str(2 ** 64)], "--seed must be in [-2**63, 2**63)"),
+    (["tiger", "--tolerance", "-1"], "--tolerance must be in [0, 1)"),
+    (["tiger", "--tolerance", "nan"], "--tolerance must be in [0, 1)"),
+    (["rocksample:0,0", "--solver", "qmdp"], "RockSample(0,0): need n >= 1"),
+    (["rocksample:3", "--solver", "qmdp"], "'rocksample:3' is not a RockSample name; expected 'rocksample:n,k'"),
+    (["rocksample:30,30", "--solver", "hsvi"], "--solver nvi plans on its simulator"),
+    (["rocksample:a,b", "--solver", "nvi"], "error: 'rocksample:a,b' is not a RockSample name"),
+    (["tiger", "--json", "/proc/r.json"], "--json /proc/r.json: cannot write a file in /proc"),
+    (["tiger", "--out", "."], "--out .: is a folder, not a file"),
+    (["tiger", "--solver", "gpomdp", "--memory", "100000000"], "optimizer state would need about"),
+    (["tiger", "--solver", "gpomdp", "--restarts", "1000000000"], "(1000000000 x SoftmaxPolicy("),
+    (["tiger", "--solver", "conjpomdp", "--memory", "100000000"], "give fewer memory states"),
 ])
 def test_user_mistakes_get_one_line_and_status_2(capsys, argv, phrase):
     code, _, err = run_cli(capsys, *argv)
@@ -192,6 +204,19 @@ def test_unwritable_output_is_a_clean_error(tmp_path, capsys):
     code, _, err = run_cli(capsys, "tiger", "--solver", "blind",
                            "--json", str(tmp_path / "no" / "such" / "dir" / "r.json"))
     assert code == 2 and "Traceback" not in err
+
+
+def test_outputs_are_checked_before_solving_and_none_is_touched_when_one_cannot_be_written(tmp_path, capsys):
+    """A run whose --json cannot be written fails before solving, leaving an existing --out as it was."""
+    old = tmp_path / "old.alpha"
+    old.write_text("EXISTING\n")
+    (tmp_path / "folder.json").mkdir()
+    for bad in (str(tmp_path / "folder.json"), str(tmp_path / "missing" / "r.json"), "/proc/r.json"):
+        code, out, err = run_cli(capsys, "tiger", "--solver", "blind", "--out", str(old), "--json", bad)
+        assert code == 2 and err.startswith(f"jaxpomdp: error: --json {bad}: "), err
+        assert "solver" not in out and len(err.strip().splitlines()) == 1  # refused before solving
+        assert old.read_text() == "EXISTING\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.json", "old.alpha"]  # no probe left
 
 
 def test_list_prints_every_builtin(capsys):
@@ -305,3 +330,13 @@ def test_checkpoint_then_resume_with_more_iterations_continues(tmp_path, capsys)
     assert checkpoint.load(ck).loop["iteration"] == 5  # the resumed run went on writing there
     code, _, err = run_cli(capsys, "tiger", "--solver", "pbvi", "--resume", ck, "--quiet")
     assert code == 2 and "a checkpoint of solver 'hsvi', not 'pbvi'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_atomic_write_errors_name_the_file_asked_for(tmp_path):
+    from jaxpomdp.io import atomic_write
+    (tmp_path / "d").mkdir()
+    for path, error in ((tmp_path / "d", IsADirectoryError), (tmp_path / "missing" / "x", FileNotFoundError)):
+        with pytest.raises(error) as info:
+            atomic_write(path, "data")
+        assert info.value.filename == str(path) and ".tmp" not in str(info.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["d"] and not any((tmp_path / "d").iterdir())
