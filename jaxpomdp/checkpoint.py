@@ -185,10 +185,46 @@ def load(directory: str | os.PathLike) -> Checkpoint:
     try:
         state = record["state"]
         leaves = [state["leaves"][str(i)] for i in range(len(state["leaves"]))]
-        return Checkpoint(str(path), record["solver"], record["model"], record["options"], leaves,
-                          state["treedef"], record["loop"], record["history"], record.get("version", "?"))
+        fields = {k: record[k] for k in ("solver", "model", "options", "loop", "history")}
+        treedef = state["treedef"]
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: incomplete checkpoint (missing {e})") from None
+    _check_types(path, {**fields, "treedef": treedef})
+    return Checkpoint(str(path), fields["solver"], fields["model"], fields["options"], leaves, treedef,
+                      _Loop(path, fields["loop"]), fields["history"], record.get("version", "?"))
+
+
+class _Loop(dict):
+    """A checkpoint's driver variables; one a solver needs and the file lacks is a CheckpointError."""
+
+    def __init__(self, path, values: dict):
+        super().__init__(values)
+        self.path = path
+
+    def __missing__(self, name):
+        raise CheckpointError(f"{self.path}: incomplete checkpoint (no {name!r} among the loop's variables)")
+
+
+def _check_types(path, fields: dict) -> None:
+    """The parts every solver reads: CheckpointError (one line) for a file that decodes but was altered."""
+    def number(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool) or isinstance(x, np.number)
+
+    expected = {"solver": (str, "a name"), "model": (str, "a fingerprint"), "treedef": (str, "a tree structure"),
+                "options": (dict, "a mapping"), "loop": (dict, "a mapping")}
+    for name, (kind, what) in expected.items():
+        if not isinstance(fields[name], kind):
+            raise CheckpointError(f"{path}: damaged checkpoint ({name} is not {what})")
+    loop, history = fields["loop"], fields["history"]
+    key = loop.get("key")
+    if not (isinstance(key, dict) and isinstance(key.get("impl"), str) and isinstance(key.get("key_data"), np.ndarray)):
+        raise CheckpointError(f"{path}: damaged checkpoint (the loop's PRNG key)")
+    for name in ("iteration", "elapsed"):
+        if name in loop and not number(loop[name]):
+            raise CheckpointError(f"{path}: damaged checkpoint (the loop's {name} is not a number)")
+    if not (isinstance(history, list)
+            and all(isinstance(row, list) and all(number(x) or x is None for x in row) for row in history)):
+        raise CheckpointError(f"{path}: damaged checkpoint (history is not a list of rows of numbers)")
 
 
 class Checkpointer:

@@ -157,6 +157,34 @@ def test_a_truncated_checkpoint_is_refused(tiger_checkpoint):
         load(tiger_checkpoint)
 
 
+@pytest.mark.parametrize("alter, message", [
+    (lambda r: r["loop"].pop("key"), "the loop's PRNG key"),
+    (lambda r: r["loop"].update(iteration="abc"), "the loop's iteration is not a number"),
+    (lambda r: r.update(history=5), "history is not a list of rows of numbers"),
+    (lambda r: r["history"].append(["x"]), "history is not a list of rows of numbers"),
+    (lambda r: r.update(options=[1]), "options is not a mapping"),
+    (lambda r: r.update(solver=3), "solver is not a name"),
+])
+def test_a_checkpoint_that_decodes_but_was_altered_is_refused_in_one_line(tiger_checkpoint, alter, message):
+    from flax import serialization
+    path = tiger_checkpoint / checkpoint.FILENAME
+    record = serialization.msgpack_restore(path.read_bytes())
+    alter(record)
+    path.write_bytes(serialization.msgpack_serialize(record))
+    with pytest.raises(CheckpointError, match=f"damaged checkpoint .{message}"):
+        load(tiger_checkpoint)
+
+
+def test_a_loop_variable_the_solver_needs_and_the_file_lacks_is_a_checkpoint_error(tiger_checkpoint):
+    from flax import serialization
+    path = tiger_checkpoint / checkpoint.FILENAME
+    record = serialization.msgpack_restore(path.read_bytes())
+    del record["loop"]["capacities"]
+    path.write_bytes(serialization.msgpack_serialize(record))
+    with pytest.raises(CheckpointError, match="incomplete checkpoint .no 'capacities' among the loop's"):
+        point_based.solve(problems.get("tiger"), time_limit=None, max_iterations=3, resume=load(tiger_checkpoint))
+
+
 def test_a_failed_write_leaves_the_previous_checkpoint_whole(tiger_checkpoint, monkeypatch):
     before = (tiger_checkpoint / checkpoint.FILENAME).read_bytes()
 
