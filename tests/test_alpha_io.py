@@ -42,3 +42,26 @@ def test_malformed_alpha_files(tmp_path, text, line, phrase):
     with pytest.raises(PomdpFormatError, match=phrase) as e:
         read_alpha(path, num_actions=3)
     assert e.value.line == line and str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("text, where, phrase", [
+    ("0\r1 2\r\r1\r3 x\r", (5, 3), "expected a number, found 'x'"),  # old Mac line ends: lines counted at \r
+    ("0\r\n1 2\r\n1\r\n3 x\r\n", (4, 3), "expected a number, found 'x'"),
+    ("0\x0b5\n", (1, 1), "on its own line"),  # a vertical tab does not end a line
+    ("0\x0c1 2\n", (1, 1), "on its own line"),  # nor does a form feed
+    ("99999999999999999999\n1 2\n", (1, 1), r"out of range \(at most 2147483647\)"),
+    ("0\n1 2\n\n3000000000\n3 4\n", (4, 1), "action index 3000000000 is out of range"),
+])
+def test_line_ends_and_int32_actions(tmp_path, text, where, phrase):
+    path = tmp_path / "p.alpha"
+    path.write_bytes(text.encode())
+    with pytest.raises(PomdpFormatError, match=phrase) as info:
+        read_alpha(path)
+    assert (info.value.line, info.value.column) == where
+
+
+def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path):
+    path = tmp_path / "bom.alpha"
+    path.write_bytes("\ufeff0\n1 2\n".encode())
+    alphas, actions = read_alpha(path)
+    assert actions.tolist() == [0] and alphas.tolist() == [[1.0, 2.0]]

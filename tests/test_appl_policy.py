@@ -208,3 +208,17 @@ def test_huge_sparse_vector_length_is_refused_before_allocating(tmp_path):
     with pytest.raises(PomdpFormatError, match="GiB") as e:
         read_appl_policy(_write(tmp_path, text))
     assert e.value.line == 3
+
+
+def test_a_value_too_large_for_the_models_dtype_is_refused_at_its_number(tmp_path):
+    """1e300 is a finite float64 (read_appl_policy keeps it) but infinite in a float32 model's policy."""
+    text = TIGER_POLICY.replace("-81.5972 28.4028 ", "-81.5972 1e300 ")
+    path = _write(tmp_path, text)
+    assert read_appl_policy(path)[0][0, 1] == 1e300
+    tiger = problems.tiger()
+    if np.asarray(tiger.reward).dtype != np.float32:
+        assert float(policy_from_appl(path, tiger).alphas[0, 1]) == 1e300
+        return
+    with pytest.raises(PomdpFormatError, match="number '1e300' is too large for float32") as e:
+        policy_from_appl(path, tiger)
+    assert (e.value.line, e.value.column) == (4, 42)

@@ -12,6 +12,7 @@ action of the maximising vector. pomdp-solve writes these files and APPL/SARSOP'
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from typing import Optional
@@ -23,6 +24,8 @@ from jaxpomdp.errors import PomdpFormatError
 __all__ = ["write_alpha", "read_alpha", "format_alpha"]
 
 _NUM = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+_BREAK = re.compile(r"\r\n|\r|\n")
+_MAX_ACTION = 2 ** 31 - 1  # actions are int32
 
 
 def format_alpha(alphas, actions) -> str:
@@ -59,11 +62,12 @@ def read_alpha(path: str | os.PathLike, *, num_states: Optional[int] = None,
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
-        text = f.read().decode("utf-8", errors="replace")
+        text = f.read().decode("utf-8-sig", errors="replace")  # a byte order mark is not part of the text
+    starts = [0] + [m.end() for m in _BREAK.finditer(text)]  # lines end at \n, \r\n or \r only
+
     def fail(reason, offset):
-        line = text.count("\n", 0, offset) + 1
-        col = offset - (text.rfind("\n", 0, offset) + 1) + 1
-        return PomdpFormatError(reason, path, line, col)
+        line = bisect.bisect_right(starts, offset)
+        return PomdpFormatError(reason, path, line, offset - starts[line - 1] + 1)
 
     if not text.strip():
         raise PomdpFormatError("empty .alpha file: expected an action index and a vector", path, 1, 1)
@@ -78,6 +82,8 @@ def read_alpha(path: str | os.PathLike, *, num_states: Optional[int] = None,
             raise fail(f"expected an action index (a non-negative integer) on its own line, found {ln.strip()[:40]!r}",
                        off + len(ln) - len(ln.lstrip()))
         a = int(head[0])
+        if a > _MAX_ACTION:
+            raise fail(f"action index {head[0][:40]} is out of range (at most {_MAX_ACTION})", off)
         if num_actions is not None and a >= num_actions:
             raise fail(f"action index {a} is out of range (the model has {num_actions} actions)", off)
         if i + 1 >= len(lines):
@@ -103,7 +109,10 @@ def read_alpha(path: str | os.PathLike, *, num_states: Optional[int] = None,
 
 
 def _lines(text: str):
+    """``(line, offset)`` of each line; only \n, \r\n and \r end one (``str.splitlines`` would
+    also split at a vertical tab, a form feed and other Unicode separators)."""
     off = 0
-    for ln in text.splitlines(keepends=True):
-        yield ln.rstrip("\r\n"), off
-        off += len(ln)
+    for m in _BREAK.finditer(text):
+        yield text[off:m.start()], off
+        off = m.end()
+    yield text[off:], off

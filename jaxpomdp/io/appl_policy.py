@@ -35,6 +35,7 @@ from typing import Optional
 import numpy as np
 
 from jaxpomdp.errors import PomdpFormatError
+from jaxpomdp.model import too_large
 
 __all__ = ["read_appl_policy", "write_appl_policy", "format_appl_policy", "policy_from_appl"]
 
@@ -112,8 +113,11 @@ def write_appl_policy(path: str | os.PathLike, alphas, actions, *, model_name: s
 
 # --------------------------------------------------------------------- reading
 class _Reader:
-    def __init__(self, path: str):
+    def __init__(self, path: str, dtype=None):
         self.path = path
+        # the policy's dtype (the model's) when known: larger values would become infinite in it
+        self.dtype = None if dtype is None else np.dtype(dtype)
+        self.max_value = np.inf if dtype is None else float(np.finfo(dtype).max)
 
     def fail(self, reason, where):
         if hasattr(where, "line"):
@@ -153,6 +157,8 @@ class _Reader:
         if not np.isfinite(v):
             self.fail(f"number {word[:40]!r} is out of range (alpha-vector entries must be finite)",
                       node.token_pos(index))
+        if not abs(v) <= self.max_value:
+            self.fail(f"number {word[:40]!r} {too_large(self.dtype)}", node.token_pos(index))
         return v
 
     def dense(self, node, length):
@@ -165,7 +171,7 @@ class _Reader:
             text = node.text
             if text.isascii() and "_" not in text and not re.search(r"[a-df-zA-DF-Z]", text):
                 vals = np.array(words, dtype=np.float64)
-                if np.isfinite(vals).all():
+                if np.isfinite(vals).all() and (np.abs(vals) <= self.max_value).all():  # also in the policy's dtype
                     return vals
         except ValueError:
             pass
@@ -261,11 +267,11 @@ class _Reader:
         return alphas, np.asarray(acts, np.int32), np.asarray(obs, np.int32), n_obs
 
 
-def _read(path, num_states, num_actions):
+def _read(path, num_states, num_actions, dtype=None):
     path = os.fspath(path)
     with open(path, "rb") as f:
         data = f.read()
-    return _Reader(path).read(data, num_states, num_actions)
+    return _Reader(path, dtype).read(data, num_states, num_actions)
 
 
 def read_appl_policy(path: str | os.PathLike, *, num_states: Optional[int] = None,
@@ -309,7 +315,8 @@ def policy_from_appl(path: str | os.PathLike, model):
     path = os.fspath(path)
     # A MOMDP policy's vectors are shorter than the flat state space: look at
     # numObsValue before holding the length against the model.
-    alphas, actions, obs, n_obs = _read(path, None, model.num_actions)
+    dtype = model.reward.dtype
+    alphas, actions, obs, n_obs = _read(path, None, model.num_actions, dtype)
     if n_obs > 1 or obs.any():
         raise ValueError(
             f"{path}: this is a MOMDP policy (numObsValue = {n_obs}): its vectors range over the "
@@ -318,5 +325,4 @@ def policy_from_appl(path: str | os.PathLike, model):
             "(numObsValue = 1) can be used with a TabularPOMDP")
     if alphas.shape[1] != model.num_states:
         _read(path, model.num_states, model.num_actions)  # raises with the position
-    dtype = model.reward.dtype
     return AlphaVectorPolicy(jnp.asarray(alphas.astype(dtype)), jnp.asarray(actions, jnp.int32))
