@@ -74,8 +74,16 @@ class UserError(Exception):
     """A mistake in the command line or its inputs: reported without a traceback."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with its errors in one line, like the command's other errors (argparse
+    prints the whole usage block first); ``--help`` still prints it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="jaxpomdp",
         description="Solve a POMDP and evaluate the policy by simulation.",
         epilog=f"Built-in problems: {', '.join(problems.names())}.")

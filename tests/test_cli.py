@@ -340,3 +340,16 @@ def test_atomic_write_errors_name_the_file_asked_for(tmp_path):
             atomic_write(path, "data")
         assert info.value.filename == str(path) and ".tmp" not in str(info.value)
     assert [p.name for p in tmp_path.iterdir()] == ["d"] and not any((tmp_path / "d").iterdir())
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["tiger", "--solver", "foo"], "argument --solver: invalid choice: 'foo'"),
+    (["tiger", "--time-limit", "abc"], "argument --time-limit: invalid float value: 'abc'"),
+    (["tiger", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_argument_errors_are_one_line_too(capsys, argv, phrase):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and phrase in err and "(see jaxpomdp --help)" in err
+    assert len(err.strip().splitlines()) == 1 and "usage:" not in err
