@@ -683,6 +683,8 @@ MALFORMED = [
      "no observation probabilities given for action 'a1' arriving in state 's0' (and 1 more)"),
     ("no-entries", P[:-1] + "§\n", "no transition probabilities given"),
     ("start-does-not-sum-to-1", P + "§start: 0.5 0.4\n" + B, "start distribution sums to 0.9"),
+    ("start-empty", P + "start: §" + B, "expected a start distribution (one probability per state), 'uniform' or "
+     "a state, found 'T'"),
     ("start-vector-too-short", P + "start: 0.5 0.5 §0\n" + B, "too many numbers: expected 2"),
     ("start-wildcard", P + "start: §*\n" + B, "found '*'"),
     ("start-before-states", "discount: 0.9\n§start: uniform\nstates: 2\n", "'start' must come after 'states:'"),
@@ -690,6 +692,8 @@ MALFORMED = [
     ("start-exclude-everything", P + "start exclude: §s0 s1\n" + B, "excludes every state"),
     ("preamble-after-entries", P + B + "§discount: 0.9\n", "'discount:' must come before the first"),
     ("unknown-keyword", P + B + "§Q: a0 : s0 : o0 1\n", "expected an entry 'T:', 'O:' or 'R:', found 'Q'"),
+    ("R-two-values", P + B + "R: a0 : s0 : * : * 1 §2\n", "found '2' (a number after a complete entry: the entry "
+     "before has too many numbers?)"),
     ("unknown-keyword-in-preamble", "discount: 0.9\n§state: 2\n", "missing 'states:'"),
     ("T-without-colon", P + "T §a0 : s0 : s0 1\n", "expected ':' after 'T', found 'a0'"),
     ("R-without-state", P + B + "R: a0 §5\n", "expected ':' after the action of an R: entry"),

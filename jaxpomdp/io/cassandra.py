@@ -389,6 +389,9 @@ class _Parser:
             self.start_spec = (self.numbers(S, "the start distribution over the states", probability=True),
                                key_tok)
         else:
+            if t == "" or t in _SECTION:
+                raise self.error(f"expected a start distribution (one probability per state), 'uniform' or "
+                                 f"a state, found {self.found()}")
             s = self.ref("state")
             if isinstance(s, slice):
                 raise self.error("expected a start distribution, 'uniform' or a state, found '*'", tok=first)
@@ -482,7 +485,9 @@ class _Parser:
             if t not in _ENTRY:
                 if t in _PREAMBLE:
                     raise self.error(f"'{t}:' must come before the first T:, O: or R: entry")
-                raise self.error(f"expected an entry 'T:', 'O:' or 'R:', found {self.found()}")
+                extra = (" (a number after a complete entry: the entry before has too many numbers?)"
+                         if _NUMBER.match(t) or t in _SIGNS else "")
+                raise self.error(f"expected an entry 'T:', 'O:' or 'R:', found {self.found()}{extra}")
             self.i += 1
             self.expect_colon(f"'{t}'")
             (self.t_entry if t == "T" else self.o_entry if t == "O" else self.r_entry)(i)
