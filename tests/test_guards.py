@@ -239,3 +239,22 @@ def test_nvi_nan_mid_run_keeps_the_last_good_controller(monkeypatch):
     # 1000 episodes: tests/test_nvi.py evaluates its SMALL controllers so, one compiled program for both
     ev = jaxpomdp.simulate.evaluate(jax.random.key(0), problems.tiger(), good.policy, num_episodes=1000)
     assert np.isfinite(float(ev.mean))
+
+
+@pytest.mark.parametrize("solver", ["hsvi", "pbvi", "perseus", "gpomdp", "conjpomdp", "nvi"])
+@pytest.mark.parametrize("kwargs, phrase", [
+    ({"time_limit": 0}, "time_limit must be positive"),
+    ({"time_limit": float("nan")}, "time_limit must be positive"),
+    ({"time_limit": -5}, "time_limit must be positive"),
+    ({"target_gap": -1.0}, "target_gap must be non-negative"),
+    ({"target_gap": float("nan")}, "target_gap must be non-negative"),
+    ({"seed": 1.5}, "seed must be an integer"),
+    ({"seed": 2 ** 64}, "seed must be an integer"),
+    ({"max_iterations": -1}, "max_iterations must be a non-negative integer"),
+])
+def test_solve_arguments_that_make_no_sense_are_refused_before_any_work(solver, kwargs, phrase):
+    """A NaN time limit never ran out and a NaN target gap was never met (the solve ran on); a float or
+    huge seed failed deep inside jax.random."""
+    args = {"time_limit": 5.0, "target_gap": 1e-3, "seed": 0, **kwargs}
+    with pytest.raises(ValueError, match=phrase):
+        SOLVERS[solver](problems.tiger(), **args)

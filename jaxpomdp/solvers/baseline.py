@@ -25,7 +25,7 @@ from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.policy import AlphaVectorPolicy, BlindPolicy
 
 __all__ = ["SolveResult", "solve_blind", "solve_qmdp", "timed_call", "compile_cached", "check_model_finite",
-           "check_finite", "all_finite", "value_scale"]
+           "check_finite", "all_finite", "value_scale", "check_solve_args"]
 
 
 class SolveResult(NamedTuple):
@@ -127,6 +127,25 @@ def _entry(model: TabularPOMDP, field: str, index: tuple) -> str:
     namers = {"action": model.action_name, "state": model.state_name, "observation": model.observation_name}
     parts = [f"{axis}={namers[axis](i)!r}" if axis in namers else f"{axis} {int(i)}" for axis, i in zip(axes, index)]
     return f"{field}[{', '.join(parts)}]" if parts else field
+
+
+def check_solve_args(time_limit, target_gap, seed, max_iterations=None) -> None:
+    """Refuses the common arguments of the iterative solvers' ``solve`` when they make no sense
+    (a ValueError naming the argument): ``time_limit`` None or positive, ``target_gap`` None
+    or non-negative (NaN is neither), ``seed`` an integer of int64, ``max_iterations`` None
+    or a non-negative integer."""
+    def number(x):
+        return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+    if time_limit is not None and not (number(time_limit) and time_limit > 0):
+        raise ValueError(f"time_limit must be positive (seconds) or None, got {time_limit!r}")
+    if target_gap is not None and not (number(target_gap) and target_gap >= 0):
+        raise ValueError(f"target_gap must be non-negative or None, got {target_gap!r}")
+    if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and -2 ** 63 <= seed < 2 ** 63):
+        raise ValueError(f"seed must be an integer in [-2**63, 2**63), got {seed!r}")
+    if max_iterations is not None and not (isinstance(max_iterations, (int, np.integer))
+                                           and not isinstance(max_iterations, bool) and max_iterations >= 0):
+        raise ValueError(f"max_iterations must be a non-negative integer or None, got {max_iterations!r}")
 
 
 def check_model_finite(model: Any) -> None:

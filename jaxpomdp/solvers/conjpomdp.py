@@ -48,7 +48,8 @@ from jax.sharding import Mesh
 from jaxpomdp import distributed
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, start_seconds, stopped
 from jaxpomdp.solvers import gpomdp as gpomdp_lib
-from jaxpomdp.solvers.baseline import SolveResult, all_finite, check_finite, check_model_finite, compile_cached
+from jaxpomdp.solvers.baseline import (SolveResult, all_finite, check_finite, check_model_finite, check_solve_args,
+                                       compile_cached)
 
 __all__ = ["ConjState", "LineSearch", "gsearch", "init", "update", "conjpomdp", "Config", "solve",
            "gpomdp_oracle"]
@@ -301,6 +302,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
         parameters or the reward estimate is not finite; ``last_good`` is the
         result of the parameters before that iteration.
     """
+    check_solve_args(time_limit, target_gap, seed, max_iterations)
     del target_gap
     with distributed.using(mesh):
         return _solve(model, time_limit, seed, callback, config or Config(), policy, params, max_iterations,

@@ -47,7 +47,8 @@ from jaxpomdp import distributed, stochastic
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, model_fingerprint, start_seconds, stopped
 from jaxpomdp.errors import ConfigError
 from jaxpomdp.io.limits import refusal
-from jaxpomdp.solvers.baseline import SolveResult, all_finite, check_finite, check_model_finite, compile_cached
+from jaxpomdp.solvers.baseline import (SolveResult, all_finite, check_finite, check_model_finite, check_solve_args,
+                                       compile_cached)
 
 __all__ = ["GradientEstimate", "gpomdp", "olpomdp", "restart_probability", "default_policy", "Config", "solve",
            "exact_average_reward", "objective_summary", "policy_info"]
@@ -453,6 +454,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
         estimate is not finite; ``last_good`` is the result of the parameters before
         that iteration.
     """
+    check_solve_args(time_limit, target_gap, seed, max_iterations)
     del target_gap
     with distributed.using(mesh):
         return _solve(model, time_limit, seed, callback, config or Config(), policy, params, max_iterations,

@@ -119,7 +119,7 @@ from jaxpomdp.controller import (Controller, ControllerPolicy, exact_alphas, ini
                                  reachable)
 from jaxpomdp.errors import ConfigError
 from jaxpomdp.model import TabularPOMDP
-from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite
+from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite, check_solve_args
 
 __all__ = ["Config", "TABULAR_SETTINGS", "NVIState", "Network", "BackupResult", "default_config", "init", "collect",
            "backup", "train_step", "explore", "train", "update", "prune", "value_at_b0", "controller_of", "solve",
@@ -1141,6 +1141,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     """
     if time_limit is None and max_iterations is None:
         raise ValueError("give time_limit or max_iterations")
+    check_solve_args(time_limit, target_gap, seed, max_iterations)
     if mesh is not None:
         with distributed.using(mesh):
             return solve(model, time_limit=time_limit, target_gap=target_gap, seed=seed, callback=callback,

@@ -44,7 +44,7 @@ from jaxpomdp.checkpoint import Checkpoint, Checkpointer, start_seconds, stopped
 from jaxpomdp import backup, bounds, distributed, prune
 from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.policy import AlphaVectorPolicy
-from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite, value_scale
+from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite, check_solve_args, value_scale
 
 __all__ = ["PointBasedState", "Config", "default_config", "initial_capacity", "init", "initial_state", "update",
            "lower_update", "solve", "METHODS"]
@@ -659,6 +659,7 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    check_solve_args(time_limit, target_gap, seed, max_iterations)
     if mesh is not None:
         with distributed.using(mesh):
             return solve(model, method=method, time_limit=time_limit, target_gap=target_gap, seed=seed,
