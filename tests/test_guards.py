@@ -10,6 +10,7 @@ a few seconds beyond the compilations).
 
 import dataclasses
 import functools
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -258,3 +259,21 @@ def test_solve_arguments_that_make_no_sense_are_refused_before_any_work(solver, 
     args = {"time_limit": 5.0, "target_gap": 1e-3, "seed": 0, **kwargs}
     with pytest.raises(ValueError, match=phrase):
         SOLVERS[solver](problems.tiger(), **args)
+
+
+@pytest.mark.parametrize("solver", ["blind", "qmdp", "hsvi", "gpomdp", "nvi"])
+@pytest.mark.parametrize("break_it, phrase", [
+    (lambda T, Z, b0: (T, Z, b0 * 0.6), "initial_belief sums to 0.6"),
+    (lambda T, Z, b0: (T * 0.7, Z, b0), "next_prob[action='0', state='0'] sums to 0.69999"),
+    (lambda T, Z, b0: (T, Z * 0.5, b0), "obs_prob[action='0', state='0'] sums to 0.5"),
+    (lambda T, Z, b0: (T.at[1, 0].set(jnp.array([1.5, -0.5])), Z, b0), "is not a probability in [0, 1]"),
+])
+def test_a_model_whose_probabilities_are_not_distributions_is_refused_before_solving(solver, break_it, phrase):
+    """``from_dense`` does not validate; the solvers did not either, and solved such a model to wrong bounds
+    (a belief summing to 0.6: bounds 6 for 10) or to a NumericalError about NaN vectors."""
+    good = small_model()
+    T = jnp.stack([np.eye(2), np.full((2, 2), 0.5)])
+    T, Z, b0 = break_it(T, good.obs_prob, good.initial_belief)
+    bad = from_dense(T, Z, good.reward, b0, 0.9)
+    with pytest.raises(InvalidModelError, match=re.escape(phrase)):
+        SOLVERS[solver](bad, time_limit=5.0, target_gap=1e-3, seed=0)

@@ -4,8 +4,9 @@ Both compute the same two certified bounds at b0 (the blind policies' exact
 values below, QMDP above) in one jit-compiled call; they differ in the policy
 they return. The first compilation is timed separately from the solve.
 
-Every solver refuses a tabular model with a NaN or infinite number before solving
-(:func:`check_model_finite`) and stops with a
+Every solver refuses a tabular model with a NaN or infinite number, or with
+probabilities that are not distributions, before solving (:func:`check_model`) and
+stops with a
 :class:`~jaxpomdp.errors.NumericalError` when a value it computes is not finite
 (:func:`check_finite`).
 """
@@ -21,10 +22,10 @@ import numpy as np
 
 from jaxpomdp import bounds
 from jaxpomdp.errors import InvalidModelError, NumericalError
-from jaxpomdp.model import TabularPOMDP
+from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP, validate
 from jaxpomdp.policy import AlphaVectorPolicy, BlindPolicy
 
-__all__ = ["SolveResult", "solve_blind", "solve_qmdp", "timed_call", "compile_cached", "check_model_finite",
+__all__ = ["SolveResult", "solve_blind", "solve_qmdp", "timed_call", "compile_cached", "check_model",
            "check_finite", "all_finite", "value_scale", "check_solve_args"]
 
 
@@ -148,14 +149,16 @@ def check_solve_args(time_limit, target_gap, seed, max_iterations=None) -> None:
         raise ValueError(f"max_iterations must be a non-negative integer or None, got {max_iterations!r}")
 
 
-def check_model_finite(model: Any) -> None:
-    """Refuses a tabular model that holds a NaN or an infinity, before any solving.
+def check_model(model: Any) -> None:
+    """Refuses a tabular model that holds a NaN or an infinity, or whose transition rows,
+    observation rows or initial belief are not probability distributions, before any solving.
 
-    One jit-compiled reduction over the model's float arrays (the numbers stay on
-    the device); only when one fails is it brought to the host to name the entry.
-    ``validate`` checks the same (and more) for models that are read from files;
-    this catches a model built or modified in Python without it. Models that are
-    not a :class:`~jaxpomdp.model.TabularPOMDP` (simulators) pass unchecked.
+    One jit-compiled reduction over the model's arrays (the numbers stay on the
+    device); only when one fails is the model brought to the host to name the entry
+    (:func:`~jaxpomdp.model.validate`, which readers already run on every file). This
+    catches a model built or modified in Python without it (``from_dense`` with a
+    belief summing to 0.6 was solved, to wrong bounds). Models that are not a
+    :class:`~jaxpomdp.model.TabularPOMDP` (simulators) pass unchecked.
 
     Raises:
       InvalidModelError: naming the first offending entry, e.g.
@@ -169,11 +172,24 @@ def check_model_finite(model: Any) -> None:
         return
     ok = np.asarray(_each_finite(arrays))
     if ok.all():
+        if not bool(_distributions_ok(model.next_prob, model.obs_prob, model.initial_belief)):
+            validate(model)  # names the entry (float64 sums: the device's float32 ones may be off)
         return
     field = fields[int(np.argmin(ok))]
     values = np.asarray(getattr(model, field))
     index = tuple(np.argwhere(~np.isfinite(values))[0])
     raise InvalidModelError(f"{_entry(model, field, index)} = {float(values[index])} is not finite")
+
+
+@jax.jit
+def _distributions_ok(next_prob, obs_prob, b0) -> jax.Array:
+    """Probabilities in [0, 1] whose rows sum to 1 within ``validate``'s tolerance, widened by
+    the rounding of a float32 sum of that many terms (``validate`` decides on the host)."""
+    def rows(x):
+        slack = DEFAULT_TOLERANCE + x.shape[-1] * float(jnp.finfo(x.dtype).eps)
+        return jnp.all((x >= 0) & (x <= 1)) & jnp.all(jnp.abs(jnp.sum(x, axis=-1) - 1) <= slack)
+
+    return rows(next_prob) & rows(obs_prob) & rows(b0)
 
 
 def _describe(x: np.ndarray) -> str:
@@ -262,7 +278,7 @@ def _bounds(model: TabularPOMDP):
 
 def _solve(model: TabularPOMDP, solver: str):
     bounds.check_discount(model)  # the discount is traced under jit: check it here
-    check_model_finite(model)
+    check_model(model)
     (blind, q, lower, upper), compile_s, run_s = timed_call(_bounds, model)
     blind, q, lower, upper = np.asarray(blind), np.asarray(q), float(lower), float(upper)
     check_finite(solver, None, {"blind-policy alpha-vectors (lower bound)": blind,

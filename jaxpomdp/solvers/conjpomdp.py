@@ -48,7 +48,7 @@ from jax.sharding import Mesh
 from jaxpomdp import distributed
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, start_seconds, stopped
 from jaxpomdp.solvers import gpomdp as gpomdp_lib
-from jaxpomdp.solvers.baseline import (SolveResult, all_finite, check_finite, check_model_finite, check_solve_args,
+from jaxpomdp.solvers.baseline import (SolveResult, all_finite, check_finite, check_model, check_solve_args,
                                        compile_cached)
 
 __all__ = ["ConjState", "LineSearch", "gsearch", "init", "update", "conjpomdp", "Config", "solve",
@@ -311,7 +311,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
 
 def _solve(model, time_limit, seed, callback, config, policy, params, max_iterations, checkpoint, resume,
            stop) -> SolveResult:
-    check_model_finite(model)
+    check_model(model)
     if policy is None:
         policy = gpomdp_lib.default_policy(model, memory=config.memory)
     options = gpomdp_lib._checkpoint_options(config, seed, policy, params)

@@ -47,7 +47,7 @@ from jaxpomdp import distributed, stochastic
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, model_fingerprint, start_seconds, stopped
 from jaxpomdp.errors import ConfigError
 from jaxpomdp.io.limits import refusal
-from jaxpomdp.solvers.baseline import (SolveResult, all_finite, check_finite, check_model_finite, check_solve_args,
+from jaxpomdp.solvers.baseline import (SolveResult, all_finite, check_finite, check_model, check_solve_args,
                                        compile_cached)
 
 __all__ = ["GradientEstimate", "gpomdp", "olpomdp", "restart_probability", "default_policy", "Config", "solve",
@@ -463,7 +463,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
 
 def _solve(model, time_limit, seed, callback, config, policy, params, max_iterations, gradient_tolerance,
            checkpoint, resume, stop) -> SolveResult:
-    check_model_finite(model)
+    check_model(model)
     if policy is None:
         policy = default_policy(model, memory=config.memory)
     options = _checkpoint_options(config, seed, policy, params)

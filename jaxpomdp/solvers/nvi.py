@@ -119,7 +119,7 @@ from jaxpomdp.controller import (Controller, ControllerPolicy, exact_alphas, ini
                                  reachable)
 from jaxpomdp.errors import ConfigError
 from jaxpomdp.model import TabularPOMDP
-from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite, check_solve_args
+from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model, check_solve_args
 
 __all__ = ["Config", "TABULAR_SETTINGS", "NVIState", "Network", "BackupResult", "default_config", "init", "collect",
            "backup", "train_step", "explore", "train", "update", "prune", "value_at_b0", "controller_of", "solve",
@@ -1166,7 +1166,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
                 f"{first_layer / 2 ** 30:.1f} GiB for the networks' first layers alone; give the model "
                 "state_features, a smaller Config.capacity / hidden, or use a simulator (e.g. rocksample_sim)")
     apply_fn = network.apply_fn
-    check_model_finite(model)
+    check_model(model)
     model = _with_upper_table(model)
     upper, upper_kind = upper_bound_at_b0(model)
     certified = upper_kind in ("qmdp", "fully-observable")

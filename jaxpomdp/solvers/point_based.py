@@ -44,7 +44,7 @@ from jaxpomdp.checkpoint import Checkpoint, Checkpointer, start_seconds, stopped
 from jaxpomdp import backup, bounds, distributed, prune
 from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.policy import AlphaVectorPolicy
-from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model_finite, check_solve_args, value_scale
+from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model, check_solve_args, value_scale
 
 __all__ = ["PointBasedState", "Config", "default_config", "initial_capacity", "init", "initial_state", "update",
            "lower_update", "solve", "METHODS"]
@@ -666,7 +666,7 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
                          callback=callback, config=config, max_iterations=max_iterations,
                          perseus_beliefs=perseus_beliefs, checkpoint=checkpoint, resume=resume, stop=stop)
     bounds.check_discount(model)
-    check_model_finite(model)
+    check_model(model)
     if config is None:
         config = default_config(model)
     options = {"config": config._asdict(), "seed": seed,
