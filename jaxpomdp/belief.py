@@ -45,7 +45,10 @@ def predict(model: TabularPOMDP, b: jax.Array, a: jax.Array) -> jax.Array:
       >>> predict(m, m.initial_belief, 0).tolist()  # listening does not move the tiger
       [0.5, 0.5]
     """
-    chex.assert_rank([b, a], [1, 0])
+    S = model.next_prob.shape[1]
+    if jnp.shape(b) != (S,) or jnp.ndim(a) != 0:  # shapes are static: checked while tracing, for free
+        raise ValueError(f"expected a belief of shape ({S},) (this model's states) and a scalar action; "
+                         f"got shapes {jnp.shape(b)} and {jnp.shape(a)}")
     weights = model.next_prob[a] * b[:, None]  # [S, K]: b(s) T(s_k | s, a)
     return jax.ops.segment_sum(weights.ravel(), model.next_state[a].ravel(), num_segments=b.shape[0])
 
@@ -89,7 +92,9 @@ def update(model: TabularPOMDP, b: jax.Array, a: jax.Array, o: jax.Array) -> tup
       model: the POMDP.
       b: float[S] the current belief (a distribution).
       a: int[] the action taken.
-      o: int[] the observation received.
+      o: int[] the observation received. ``a`` and ``o`` are not range-checked (they may be
+        traced): as everywhere in JAX, an index past the end is clamped to the last one and
+        a negative one counts from the end.
 
     Returns:
       ``(b', log_prob)``: float[S] the posterior belief and float[] ``log P(o | b, a)``.

@@ -6,6 +6,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxpomdp import belief, from_dense, problems
 from test_model import dense_arrays, random_model, stack
@@ -142,3 +143,11 @@ def test_float64_under_enable_x64():
 
 def test_docstring_examples():
     assert doctest.testmod(belief).failed == 0
+
+
+@pytest.mark.parametrize("b", [[1.0], [0.5, 0.5, 0.0], [[0.25, 0.25], [0.25, 0.25]]])
+def test_a_belief_of_the_wrong_shape_is_refused(b):
+    """A belief of length 1 for Tiger's 2 states was broadcast and 'updated' to [0.85, 0.15]."""
+    m = problems.tiger()
+    with pytest.raises(ValueError, match=r"expected a belief of shape \(2,\)"):
+        belief.update(m, jnp.asarray(b), 0, 0)
