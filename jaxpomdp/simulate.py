@@ -205,6 +205,38 @@ def _returns_stats(key, model, policy, num_episodes, horizon, batch_size):
     return mean, jnp.std(returns, ddof=1) / jnp.sqrt(jnp.asarray(num_episodes, returns.dtype))
 
 
+def _check_fits(model: Any, policy: Any) -> None:
+    """Refuses (ValueError) a built-in policy that does not fit the model: indices past the end are
+    clamped inside jit, so an action 17 of a 3-action model would be simulated as action 2."""
+    from jaxpomdp.controller import ControllerPolicy
+    from jaxpomdp.policy import AlphaVectorPolicy, BlindPolicy
+
+    def concrete(*xs):
+        return [None if isinstance(x, jax.core.Tracer) else np.asarray(x) for x in xs]
+
+    A, S, O = (getattr(model, n, None) for n in ("num_actions", "num_states", "num_observations"))
+    checks = []  # (what, values, upper end)
+    if isinstance(policy, BlindPolicy):
+        checks.append(("the action", *concrete(policy.action), A))
+    elif isinstance(policy, AlphaVectorPolicy):
+        alphas, actions = concrete(policy.alphas, policy.actions)
+        if alphas is not None and S is not None and (alphas.ndim != 2 or alphas.shape[1] != S):
+            raise ValueError(f"the policy's alpha-vectors have shape {alphas.shape}; this model has {S} states")
+        checks.append(("an action", actions, A))
+    elif isinstance(policy, ControllerPolicy):
+        c = policy.controller
+        actions, edges, start = concrete(c.actions, c.edges, c.start)
+        if edges is not None and O is not None and (edges.ndim != 2 or edges.shape[1] != O):
+            raise ValueError(f"the controller's edges have shape {edges.shape}; this model has {O} observations")
+        checks += [("an action", actions, A), ("an edge", edges, None if actions is None else len(actions)),
+                   ("the start node", start, None if actions is None else len(actions))]
+    for what, values, end in checks:
+        if values is not None and end is not None and values.size and not (
+                (values >= 0).all() and (values < end).all()):
+            bad = values.ravel()[np.flatnonzero((values.ravel() < 0) | (values.ravel() >= end))[0]]
+            raise ValueError(f"{what} of the policy is {int(bad)}, not in [0, {end})")
+
+
 def evaluate(key: jax.Array, model: Any, policy: Any, *, num_episodes: int = 1000,
              horizon: Optional[int] = None, batch_size: int = 1024,
              max_abs_reward: Optional[float] = None) -> Evaluation:
@@ -258,6 +290,7 @@ def evaluate(key: jax.Array, model: Any, policy: Any, *, num_episodes: int = 100
     if horizon < 1:
         raise ValueError(f"horizon = {horizon}: need at least 1 step")
     truncation = math.inf if (gamma >= 1 or r_max is None) else gamma ** horizon * r_max / (1 - gamma)
+    _check_fits(model, policy)
     if hasattr(policy, "bucketed"):  # the same policy, padded: nearby sizes share the compiled program
         policy = policy.bucketed()
     mean, stderr = _returns_stats(key, model, policy, num_episodes, horizon,

@@ -317,3 +317,27 @@ def test_bucketed_controller_policy_walks_the_same_nodes():
     a, b = run(policy, keys), run(padded, keys)
     chex.assert_trees_all_equal((a.actions, a.rewards, a.discounted_return),
                                 (b.actions, b.rewards, b.discounted_return))
+
+
+def test_a_policy_that_does_not_fit_the_model_is_refused():
+    """Indices past the end are clamped inside jit: action 17 of Tiger's 3 was simulated as 'open-right'."""
+    from jaxpomdp.controller import Controller, ControllerPolicy
+    from jaxpomdp.policy import AlphaVectorPolicy, BlindPolicy
+    m, key = problems.tiger(), jax.random.key(0)
+    node = (jnp.array([True, True]), None)
+    bad = [
+        (BlindPolicy(jnp.int32(17)), r"the action of the policy is 17, not in \[0, 3\)"),
+        (AlphaVectorPolicy(jnp.zeros((1, 2)), jnp.array([9], jnp.int32)), r"an action of the policy is 9"),
+        (AlphaVectorPolicy(jnp.zeros((1, 3)), jnp.array([0], jnp.int32)), "this model has 2 states"),
+        (ControllerPolicy(Controller(jnp.array([0, 7], jnp.int32), jnp.array([[0, 1], [0, 0]], jnp.int32),
+                                     *node, jnp.int32(0))), "an action of the policy is 7"),
+        (ControllerPolicy(Controller(jnp.array([0, 1], jnp.int32), jnp.array([[5, 5], [0, 0]], jnp.int32),
+                                     *node, jnp.int32(0))), r"an edge of the policy is 5, not in \[0, 2\)"),
+        (ControllerPolicy(Controller(jnp.array([0, 1], jnp.int32), jnp.array([[0, 1], [0, 0]], jnp.int32),
+                                     *node, jnp.int32(9))), "the start node of the policy is 9"),
+        (ControllerPolicy(Controller(jnp.array([0, 1], jnp.int32), jnp.array([[0], [0]], jnp.int32),
+                                     *node, jnp.int32(0))), "this model has 2 observations"),
+    ]
+    for policy, phrase in bad:
+        with pytest.raises(ValueError, match=phrase):
+            simulate.evaluate(key, m, policy, num_episodes=4, horizon=3)
