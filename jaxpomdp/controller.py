@@ -490,11 +490,25 @@ def plan_value(actions: jax.Array, successors: jax.Array, model: Any, b: Optiona
 
 
 # ------------------------------------------------------------------ export
-def reachable(controller: Controller) -> np.ndarray:
-    """bool[N]: the nodes reachable from ``start`` along edges (host-side)."""
+def _check_graph(controller: Controller) -> None:
+    """ValueError for a graph an export would write wrongly: an edge or the start outside the nodes,
+    a negative action."""
+    actions, edges, N = np.asarray(controller.actions), np.asarray(controller.edges), controller.capacity
+    if edges.ndim != 2 or edges.shape[0] != N:
+        raise ValueError(f"the controller's edges have shape {edges.shape}; expected ({N}, num_observations)")
+    for what, values in (("an edge", edges), ("the start node", np.asarray(controller.start))):
+        bad = (values < 0) | (values >= N)
+        if bad.any():
+            raise ValueError(f"{what} of the controller is {int(values[bad].ravel()[0])}, not a node in [0, {N})")
+    if (actions < 0).any():
+        raise ValueError(f"an action of the controller is {int(actions[actions < 0][0])}, not a non-negative index")
+
+
+def reachable(controller: Controller, starts=None) -> np.ndarray:
+    """bool[N]: the nodes reachable along edges from ``start`` (or from the nodes ``starts``), host-side."""
     edges = np.asarray(controller.edges)
     seen = np.zeros(edges.shape[0], bool)
-    stack = [int(controller.start)]
+    stack = [int(controller.start)] if starts is None else [int(n) for n in starts]
     while stack:
         n = stack.pop()
         if seen[n]:
@@ -505,8 +519,10 @@ def reachable(controller: Controller) -> np.ndarray:
 
 
 def _export_nodes(controller: Controller, reachable_only: bool):
-    keep = reachable(controller) if reachable_only else np.asarray(controller.active).copy()
-    keep[int(controller.start)] = True
+    _check_graph(controller)
+    # every active node, and what they lead to: an edge to a node not written would be dangling
+    starts = None if reachable_only else [int(controller.start), *np.flatnonzero(np.asarray(controller.active))]
+    keep = reachable(controller, starts)
     start = int(controller.start)
     order = [start] + [int(i) for i in np.flatnonzero(keep) if i != start]
     renumber = {old: new for new, old in enumerate(order)}
@@ -553,6 +569,10 @@ def to_dot(controller: Controller, *, action_names: Optional[Sequence[str]] = No
     """
     order, renumber = _export_nodes(controller, reachable_only)
     actions, edges = np.asarray(controller.actions), np.asarray(controller.edges)
+    for names, what, need in ((action_names, "action_names", int(actions[order].max()) + 1),
+                              (observation_names, "observation_names", edges.shape[1])):
+        if names is not None and len(names) < need:
+            raise ValueError(f"{what} has {len(names)} names; the controller uses {need}")
     an = (lambda a: action_names[a]) if action_names is not None else str
     on = (lambda o: observation_names[o]) if observation_names is not None else str
     out = [f"digraph {_quote(name)} {{", "  rankdir=LR;", "  node [shape=ellipse];"]

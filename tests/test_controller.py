@@ -229,3 +229,30 @@ def test_stacked_mlp_evaluates_all_nodes_at_once():
     per_node = 3 * 8 + 8 + 8 * 8 + 8 + 8 + 1
     assert parameter_bytes(c) == 4 * per_node * 4
     assert parameter_bytes(c, active_only=False) == 6 * per_node * 4
+
+
+def test_exports_refuse_a_graph_they_would_write_wrongly():
+    """An edge out of range was written to .pg as it was (or as -1), and dropped from DOT."""
+    active = jnp.array([True, True])
+    bad = [(Controller(jnp.array([0, 1], jnp.int32), jnp.array([[0, -1], [0, 0]], jnp.int32), active, None,
+                       jnp.int32(0)), r"an edge of the controller is -1, not a node in \[0, 2\)"),
+           (Controller(jnp.array([0, 1], jnp.int32), jnp.array([[0, 5], [0, 0]], jnp.int32), active, None,
+                       jnp.int32(0)), "an edge of the controller is 5"),
+           (Controller(jnp.array([0, 1], jnp.int32), jnp.array([[0, 1], [0, 0]], jnp.int32), active, None,
+                       jnp.int32(9)), "the start node of the controller is 9")]
+    for c, phrase in bad:
+        for export in (to_pg, to_dot):
+            with pytest.raises(ValueError, match=phrase):
+                export(c)
+    good = Controller(jnp.array([0, 2], jnp.int32), jnp.array([[0, 1], [0, 0]], jnp.int32), active, None,
+                      jnp.int32(0))
+    with pytest.raises(ValueError, match="action_names has 2 names; the controller uses 3"):
+        to_dot(good, action_names=["a", "b"])
+
+
+def test_exporting_the_active_nodes_keeps_the_nodes_they_lead_to():
+    """reachable_only=False writes every active node; an inactive successor is written too (its edge was -1)."""
+    c = Controller(jnp.array([0, 1, 2], jnp.int32), jnp.array([[0, 0], [2, 2], [1, 1]], jnp.int32),
+                   jnp.array([True, True, False]), None, jnp.int32(0))
+    assert to_pg(c, reachable_only=False) == "0 0  0 0\n1 1  2 2\n2 2  1 1\n"
+    assert to_pg(c) == "0 0  0 0\n"
