@@ -109,7 +109,7 @@ def read_alpha(path: str | os.PathLike, *, num_states: Optional[int] = None,
 
 
 def _lines(text: str):
-    """``(line, offset)`` of each line; only \n, \r\n and \r end one (``str.splitlines`` would
+    """``(line, offset)`` of each line; only LF, CRLF and CR end one (``str.splitlines`` would
     also split at a vertical tab, a form feed and other Unicode separators)."""
     off = 0
     for m in _BREAK.finditer(text):
