@@ -236,8 +236,8 @@ class TabularPOMDP:
         big = np.argwhere(np.abs(rew) > np.finfo(dtype).max)  # would be cast to infinity
         if big.size:
             a, s = big[0]
-            an = action_names[a] if action_names is not None else a
-            sn = state_names[s] if state_names is not None else s
+            an = action_names[a] if action_names is not None else int(a)
+            sn = state_names[s] if state_names is not None else int(s)
             raise InvalidModelError(f"reward[action={an!r}, state={sn!r}] = {rew[a, s]:.6g} {too_large(dtype)}")
         feats = None
         if state_features is not None:

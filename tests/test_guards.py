@@ -277,3 +277,36 @@ def test_a_model_whose_probabilities_are_not_distributions_is_refused_before_sol
     bad = from_dense(T, Z, good.reward, b0, 0.9)
     with pytest.raises(InvalidModelError, match=re.escape(phrase)):
         SOLVERS[solver](bad, time_limit=5.0, target_gap=1e-3, seed=0)
+
+
+@pytest.mark.parametrize("field, value, phrase", [
+    ("num_particles", 0, "Config.num_particles = 0: expected an integer >= 1"),
+    ("batch_per_node", 0, "expected an integer >= 1"),
+    ("pool_capacity", 0, "expected an integer >= 1"),
+    ("train_steps", 0, "expected an integer >= 1"),
+    ("hidden", (0,), "Config.hidden = (0,): expected a list of positive integers"),
+    ("learning_rate", float("nan"), "expected a positive number"),
+    ("explore_random", 2.0, r"expected a number in \[0, 1\]"),
+])
+def test_nvi_refuses_a_config_the_command_line_would_refuse(field, value, phrase):
+    """The Python API took these and failed deep inside (ZeroDivisionError, IndexError) or ran on; --set refused
+    them already. numpy integers and floats are fine."""
+    from jaxpomdp.errors import ConfigError
+    from jaxpomdp.solvers import nvi
+    with pytest.raises(ConfigError, match=re.escape(phrase) if "(" in phrase else phrase):
+        nvi.solve(problems.tiger(), time_limit=5.0, config=SMALL._replace(**{field: value}))
+    nvi.check_config(SMALL._replace(capacity=np.int64(SMALL.capacity), learning_rate=np.float32(0.01)))
+
+
+@pytest.mark.parametrize("kwargs, phrase", [
+    ({"config": point_based.Config(width=0)}, r"Config.width = 0: expected an integer >= 1"),
+    ({"config": point_based.Config(max_depth=0)}, r"Config.max_depth = 0"),
+    ({"config": point_based.Config(lower_sweeps=-1)}, r"Config.lower_sweeps = -1: expected an integer >= 0"),
+    ({"config": point_based.Config(epsilon_fraction=float("nan"))}, r"Config.epsilon_fraction = nan"),
+    ({"method": "perseus", "perseus_beliefs": 0}, r"perseus_beliefs = 0: expected an integer >= 1"),
+])
+def test_point_based_refuses_settings_that_make_no_sense(kwargs, phrase):
+    """width=0 failed in a zero-size reduction, max_depth=0 in an IndexError, perseus_beliefs=0 in an MLIR
+    error; epsilon_fraction=NaN ran to the time limit without progress."""
+    with pytest.raises(ValueError, match=phrase):
+        point_based.solve(problems.tiger(), time_limit=5.0, **kwargs)

@@ -305,21 +305,44 @@ def parse_overrides(items, flag: str = "--set") -> dict:
         except json.JSONDecodeError as e:
             raise ValueError(f"{flag} {item!r}: the value is not JSON ({e.msg} at column {e.colno})") from None
         default = getattr(Config(), name)
-        if isinstance(default, tuple):
-            ok = isinstance(value, list) and all(type(v) is int and v >= 1 for v in value)
-        elif isinstance(default, float):
-            ok = type(value) in (int, float) and math.isfinite(value) and \
-                (name not in _POSITIVE or value > 0) and (name not in _SHARES or 0 <= value <= 1)
-        else:
-            ok = type(value) is type(default) and value >= (1 if name in _AT_LEAST_ONE else 0)
-        if not ok:
-            what = ("a list of positive integers" if isinstance(default, tuple) else
-                    "a number in [0, 1]" if name in _SHARES else "a positive number" if name in _POSITIVE
-                    else "a finite number" if isinstance(default, float)
-                    else f"an integer >= {1 if name in _AT_LEAST_ONE else 0}")
+        what = _field_expected(name, value)
+        if what is not None:
             raise ValueError(f"{flag} {item!r}: expected {what}, like {json.dumps(default)}")
         out[name] = tuple(value) if isinstance(value, list) else float(value) if isinstance(default, float) else value
     return out
+
+
+def _field_expected(name: str, value) -> Optional[str]:
+    """None when ``value`` is valid for the :class:`Config` field ``name``, else what is expected."""
+    default = getattr(Config(), name)
+
+    def integer(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple)) and all(integer(v) and v >= 1 for v in value)
+    elif isinstance(default, float):
+        ok = (integer(value) or isinstance(value, (float, np.floating))) and math.isfinite(value) and \
+            (name not in _POSITIVE or value > 0) and (name not in _SHARES or 0 <= value <= 1)
+    else:
+        ok = integer(value) and value >= (1 if name in _AT_LEAST_ONE else 0)
+    if ok:
+        return None
+    return ("a list of positive integers" if isinstance(default, tuple) else
+            "a number in [0, 1]" if name in _SHARES else "a positive number" if name in _POSITIVE
+            else "a finite number" if isinstance(default, float)
+            else f"an integer >= {1 if name in _AT_LEAST_ONE else 0}")
+
+
+def check_config(config: Config) -> Config:
+    """Raises ConfigError naming the first field of ``config`` outside what :func:`parse_overrides`
+    accepts (sizes and counts at least 1, step sizes positive, shares in [0, 1], numbers finite)."""
+    for name in Config._fields:
+        value = getattr(config, name)
+        what = _field_expected(name, value)
+        if what is not None:
+            raise ConfigError(f"Config.{name} = {value!r}: expected {what}")
+    return config
 
 
 class Network(NamedTuple):
@@ -1150,7 +1173,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     gamma = float(np.asarray(model.discount))
     if not 0 <= gamma < 1:
         raise ValueError(f"discount = {gamma!r}: NVI needs 0 <= discount < 1")
-    config = config or default_config(model)
+    config = check_config(config or default_config(model))
     described = "mlp" if network is None else f"{network.apply_fn.__module__}.{network.apply_fn.__qualname__}"
     options = {"config": config._asdict(), "seed": seed, "network": described}
     if resume is not None:

@@ -477,6 +477,23 @@ def _with_capacities(state: PointBasedState, alphas: int, points: int) -> PointB
         values=spec((points,), state.values.dtype))
 
 
+def _check_config(config: Config, perseus_beliefs: int) -> None:
+    """ValueError naming the first setting that makes no sense (they fix shapes: 0 fails deep inside)."""
+    def integer(v, least):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= least
+
+    checks = [("Config.width", config.width, integer(config.width, 1), "an integer >= 1"),
+              ("Config.max_depth", config.max_depth, integer(config.max_depth, 1), "an integer >= 1"),
+              ("Config.lower_sweeps", config.lower_sweeps, integer(config.lower_sweeps, 0), "an integer >= 0"),
+              ("Config.epsilon_fraction", config.epsilon_fraction,
+               isinstance(config.epsilon_fraction, (int, float, np.number)) and 0 <= config.epsilon_fraction < math.inf,
+               "a finite number >= 0"),
+              ("perseus_beliefs", perseus_beliefs, integer(perseus_beliefs, 1), "an integer >= 1")]
+    for name, value, ok, what in checks:
+        if not ok:
+            raise ValueError(f"{name} = {value!r}: expected {what}")
+
+
 def _step_room(method: str, config: Config) -> int:
     """Rows one step can add to each set: a vector and a point per trial and depth (HSVI), two per batch row."""
     return config.width * (config.max_depth + config.lower_sweeps) if method == "hsvi" else 2 * 64
@@ -669,6 +686,7 @@ def solve(model: TabularPOMDP, *, method: str = "hsvi", time_limit: Optional[flo
     check_model(model)
     if config is None:
         config = default_config(model)
+    _check_config(config, perseus_beliefs)
     options = {"config": config._asdict(), "seed": seed,
                "perseus_beliefs": perseus_beliefs if method == "perseus" else None}
     if resume is not None:
