@@ -216,6 +216,19 @@ class TabularPOMDP:
         if ns.ndim != 3 or npb.shape != ns.shape:
             raise InvalidModelError(
                 f"next_state and next_prob must both have shape [A, S, K]; got {ns.shape} and {npb.shape}")
+        if not (np.issubdtype(ns.dtype, np.integer) or ns.dtype == np.bool_):
+            try:
+                nsf = ns.astype(np.float64)
+            except (TypeError, ValueError):
+                raise InvalidModelError(f"next_state must hold integer state indices; got dtype {ns.dtype}") from None
+            frac = np.argwhere(~np.isfinite(nsf) | (nsf != np.round(nsf)))
+            if frac.size:
+                a, s, k = frac[0]
+                raise InvalidModelError(
+                    f"next_state[{a}, {s}, {k}] = {float(nsf[a, s, k])!r} is not an integer state index")
+        if ns.shape[0] < 1 or ns.shape[1] < 1:
+            raise InvalidModelError(
+                f"a model needs at least one action and one state; got A={ns.shape[0]}, S={ns.shape[1]}")
         ns, npb = _canonical_successors(ns.astype(np.int64), npb)
         A, S, _ = ns.shape
         if S >= 2 ** 31:
@@ -225,6 +238,8 @@ class TabularPOMDP:
         b0 = np.asarray(initial_belief, dtype=np.float64)
         if obs.ndim != 3 or obs.shape[:2] != (A, S):
             raise InvalidModelError(f"obs_prob must have shape [A={A}, S={S}, O]; got {obs.shape}")
+        if obs.shape[2] < 1:
+            raise InvalidModelError("a model needs at least one observation; obs_prob has O=0")
         if rew.shape != (A, S):
             raise InvalidModelError(f"reward must have shape [A={A}, S={S}]; got {rew.shape}")
         if b0.shape != (S,):
@@ -407,6 +422,9 @@ def validate(model: TabularPOMDP, *, tolerance: float = DEFAULT_TOLERANCE) -> Ta
             raise InvalidModelError(f"{name} has shape {arr.shape}; expected {shape}")
     if not np.issubdtype(ns.dtype, np.integer):
         raise InvalidModelError(f"next_state must be integer; got {ns.dtype}")
+    if min(A, S, O) < 1:
+        raise InvalidModelError(
+            f"a model needs at least one action, state and observation; got A={A}, S={S}, O={O}")
     if model.state_features is not None and np.shape(model.state_features)[:1] != (S,):
         raise InvalidModelError(f"state_features has shape {np.shape(model.state_features)}; expected [S={S}, F]")
     if model.observation_features is not None and np.shape(model.observation_features)[:1] != (O,):

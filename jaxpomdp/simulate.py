@@ -280,6 +280,8 @@ def evaluate(key: jax.Array, model: Any, policy: Any, *, num_episodes: int = 100
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes = {num_episodes}: need at least 1")
+    if batch_size < 1:
+        raise ValueError(f"batch_size = {batch_size}: need at least 1")
     gamma = float(np.asarray(model.discount))
     r_max = _max_abs_reward(model) if max_abs_reward is None else float(max_abs_reward)
     if horizon is None:

@@ -132,6 +132,40 @@ def test_validate_without_names_uses_indices():
         validate(m.replace(obs_prob=m.obs_prob.at[0, 1, 1].set(0.625)))
 
 
+def _one_action(ns, obs=None, A=1):
+    ns = np.asarray(ns)
+    return dict(next_state=ns, next_prob=np.ones(ns.shape), obs_prob=np.ones(ns.shape[:2] + (1,)) if obs is None
+                else obs, reward=np.zeros(ns.shape[:2]), initial_belief=np.full(ns.shape[1], 1 / max(ns.shape[1], 1)),
+                discount=0.9)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    # a float index would be truncated to a state other than the one meant
+    (_one_action([[[0], [1.5]]]), "next_state[0, 1, 0] = 1.5 is not an integer state index"),
+    (_one_action([[[0], [np.nan]]]), "next_state[0, 1, 0] = nan is not an integer state index"),
+    (_one_action([[["a"], ["b"]]]), "next_state must hold integer state indices; got dtype <U1"),
+    (_one_action(np.zeros((0, 2, 1), int)), "at least one action and one state; got A=0, S=2"),
+    (_one_action(np.zeros((1, 0, 1), int)), "at least one action and one state; got A=1, S=0"),
+    (_one_action(np.zeros((1, 2, 1), int), obs=np.ones((1, 2, 0))), "at least one observation; obs_prob has O=0"),
+])
+def test_create_refuses_non_integer_successors_and_empty_models(arrays, message):
+    with pytest.raises(InvalidModelError, match=re.escape(message)):
+        TabularPOMDP.create(**arrays)
+
+
+def test_create_accepts_integral_float_successors():
+    m = TabularPOMDP.create(**_one_action([[[0.0], [1.0]]]))
+    np.testing.assert_array_equal(m.next_state[0, :, 0], [0, 1])
+
+
+def test_validate_refuses_a_model_without_actions():
+    m = problems.tiger()
+    empty = m.replace(next_state=m.next_state[:0], next_prob=m.next_prob[:0], obs_prob=m.obs_prob[:0],
+                      reward=m.reward[:0])
+    with pytest.raises(InvalidModelError, match="at least one action, state and observation; got A=0, S=2, O=2"):
+        validate(empty)
+
+
 # ------------------------------------------------------------------ pytree
 def test_pytree_flatten_unflatten_keeps_leaves_and_names():
     m = problems.three_state()

@@ -341,3 +341,13 @@ def test_a_policy_that_does_not_fit_the_model_is_refused():
     for policy, phrase in bad:
         with pytest.raises(ValueError, match=phrase):
             simulate.evaluate(key, m, policy, num_episodes=4, horizon=3)
+
+
+@pytest.mark.parametrize("kwargs, phrase", [
+    (dict(num_episodes=0), "num_episodes = 0: need at least 1"),
+    (dict(batch_size=0), "batch_size = 0: need at least 1"),  # was a division by zero deep in the batching
+    (dict(horizon=0), "horizon = 0: need at least 1 step"),
+])
+def test_evaluate_refuses_empty_counts(kwargs, phrase):
+    with pytest.raises(ValueError, match=phrase):
+        simulate.evaluate(jax.random.key(0), problems.tiger(), BlindPolicy(jnp.int32(0)), **kwargs)
