@@ -220,3 +220,13 @@ def test_invalid_sizes_raise():
         rocksample_sim(4, 31)
     with pytest.raises(ValueError):
         rocksample_sim(2, 4)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "3", True])
+def test_a_bad_layout_seed_is_named(seed):
+    """NumPy's own errors named its SeedSequence ("expected non-negative integer", "entropy not 1.5")."""
+    from jaxpomdp.problems.rocksample import rocksample
+    for build in (lambda: rocksample_sim(15, 15, seed=seed), lambda: rocksample(5, 3, seed=seed)):
+        with pytest.raises(ValueError, match=f"a layout seed must be a non-negative integer; got {seed!r}"):
+            build()
+    assert rocksample_sim(15, 15, seed=np.int64(3)).k == 15  # NumPy integers are seeds too

@@ -127,6 +127,7 @@ def random_layout(n: int, k: int, seed: int = 0) -> Layout:
     (``numpy.random.default_rng(seed)``), in the order drawn.
     """
     _check_size(n, k)
+    check_seed(seed)
     start = (0, n // 2)
     if k > n * n - 1:
         raise ValueError(f"{k} rocks do not fit on the {n * n - 1} free cells of a {n}x{n} grid")
@@ -140,6 +141,14 @@ def layout_for(n: int, k: int, seed: Optional[int] = None) -> Layout:
     if seed is None and (n, k) in STANDARD_LAYOUTS:
         return STANDARD_LAYOUTS[(n, k)]
     return random_layout(n, k, 0 if seed is None else seed)
+
+
+def check_seed(seed) -> int:
+    """A layout seed as an ``int``; ValueError unless it is a non-negative integer (NumPy's own
+    errors for ``-1`` or ``1.5`` name its ``SeedSequence``, not the argument)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"a layout seed must be a non-negative integer; got {seed!r}")
+    return int(seed)
 
 
 def _check_size(n, k):

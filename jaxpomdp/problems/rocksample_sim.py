@@ -45,7 +45,8 @@ from flax import struct
 
 from jaxpomdp.problems.rocksample import (BAD_SAMPLE_PENALTY, DEFAULT_HALF_EFFICIENCY, EXIT_REWARD,
                                           GOOD_SAMPLE_REWARD, ILLEGAL_PENALTY, STANDARD_HALF_EFFICIENCY,
-                                          STANDARD_LAYOUTS, _check_layout, layout_for, random_layout)
+                                          STANDARD_LAYOUTS, _check_layout, check_seed, layout_for,
+                                          random_layout)
 
 __all__ = ["RockState", "RockSampleSim", "rocksample_sim", "from_name", "fully_observable_value",
            "FullyObservableValue", "MAX_ROCKS"]
@@ -410,6 +411,8 @@ def random_layout_unchecked(n: int, k: int, seed: int):
     Same draw (start ``(0, n // 2)``, rocks without replacement by
     ``numpy.random.default_rng(seed)``), so the two agree wherever both apply.
     """
+    if seed is not None:
+        check_seed(seed)
     try:
         return layout_for(n, k, seed) if seed is not None else random_layout(n, k, 0)
     except ValueError:
