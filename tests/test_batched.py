@@ -179,10 +179,13 @@ def test_blind_qmdp_fib_of_a_batch_in_one_call_each_as_computed_alone(which):
             # batched = alone, up to rounding far below that pad (in practice bit for bit: a
             # vmapped while_loop keeps the carry of a model whose loop has stopped)
             assert np.abs(x - y).max() <= 1e-6 * (1 + np.abs(y).max()), (i, name, np.abs(x - y).max())
-            # and both are certified bounds on the same exact vectors, within the pad of them
+            # and both are certified bounds on the same exact vectors, within the pad of them. The reference is
+            # itself a bound, widened by exact_pomdp.PAD (1e-10) of its largest entry over 1 - gamma: a solve in
+            # float64 (JAX_ENABLE_X64) lands between it and the exact vector, as close as 6e-8 to the latter
+            slack = 10 * exact_pomdp.PAD * (1 + np.abs(ref).max()) / (1 - gamma)
             side = -1 if name == "blind" else 1
             for v in (x, y):
-                assert np.all(side * (v - ref) >= -1e-9 * (1 + np.abs(ref))), (i, name, v, ref)
+                assert np.all(side * (v - ref) >= -slack), (i, name, v, ref)
                 assert np.abs(v - ref).max() <= pad, (i, name, np.abs(v - ref).max(), pad)
         lower, lower_action = bounds.blind_lower_bound(m)
         upper, upper_action = bounds.qmdp_upper_bound(m)

@@ -133,8 +133,11 @@ def test_a_checkpoint_is_refused_by_another_solver_model_seed_or_precision(tiger
     with pytest.raises(CheckpointError,
                        match=rf"other settings: config\.width {point_based.Config().width} \(now 3\); "):
         point_based.solve(tiger, config=point_based.Config(width=3), resume=saved)
-    wide = jax.tree.map(lambda x: np.asarray(x, np.float64) if np.asarray(x).dtype == np.float32 else x, tiger)
-    assert checkpoint.model_fingerprint(wide) != checkpoint.model_fingerprint(tiger)
+    # the same numbers in the other precision (float32 under JAX_ENABLE_X64, where the model is float64)
+    other = np.float64 if np.asarray(tiger.reward).dtype == np.float32 else np.float32
+    changed = jax.tree.map(lambda x: np.asarray(x, other) if np.issubdtype(np.asarray(x).dtype, np.floating) else x,
+                           tiger)
+    assert checkpoint.model_fingerprint(changed) != checkpoint.model_fingerprint(tiger)
 
 
 @pytest.mark.parametrize("content, message", [

@@ -248,7 +248,9 @@ def test_baseline_leaves_the_expectation_and_lowers_the_variance():
     a, sa = (np.asarray(ravel_pytree(x)[0]) for x in (plain.gradient, plain.stderr))
     b, sb = (np.asarray(ravel_pytree(x)[0]) for x in (based.gradient, based.stderr))
     assert np.all(np.abs(a - b) < 3 * np.hypot(sa, sb))
-    assert np.mean(sb) < 0.5 * np.mean(sa)  # tiger's rewards are far from 0
+    # tiger's rewards are far from 0: the baseline about halves the standard errors (mean ratio 0.46-0.47 for
+    # keys 3-10 in float32, 0.503 with these keys under JAX_ENABLE_X64, where a bound of 0.5 failed)
+    assert np.mean(sb) < 0.6 * np.mean(sa)
 
 
 def test_average_reward_matches_exact_eta():

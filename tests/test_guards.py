@@ -1,7 +1,7 @@
 """Numerical guards: a solve that meets NaN or infinity stops with a clear message.
 
-The crafted model has a finite reward of 3e38, near float32's largest number: it
-passes ``validate`` (and the reader), but every value bound ``|R| / (1 - discount)``
+The crafted model has a finite reward of 0.88 times the largest number of the default
+float type (3e38 in float32; 1.6e308 under ``JAX_ENABLE_X64``): it passes ``validate`` (and the reader), but every value bound ``|R| / (1 - discount)``
 and GPOMDP's reward sums overflow. A model that holds NaN or infinity itself is
 refused before solving. A NaN that appears only after some steps is injected by
 wrapping the step function. Everything runs on tiny models (the whole file takes
@@ -32,7 +32,16 @@ from test_nvi import SMALL
 
 ROOT = Path(__file__).resolve().parents[1]
 
-HUGE = """discount: 0.95
+#: The default float type of the models read (float64 under JAX_ENABLE_X64).
+FLOAT = np.dtype(jax.dtypes.canonicalize_dtype(jnp.float_))
+
+HUGE_REWARD = float(np.finfo(FLOAT).max) * 0.88
+
+#: The readers refuse numbers above 1e300, so under JAX_ENABLE_X64 the huge model comes from Python and the
+#: tests that read it from a file (the command line's) do not apply.
+FLOAT32_ONLY = pytest.mark.skipif(FLOAT != np.float32, reason="a file cannot hold a reward that overflows float64")
+
+HUGE = f"""discount: 0.95
 values: reward
 states: 2
 actions: 2
@@ -40,14 +49,17 @@ observations: 2
 start: uniform
 T: * identity
 O: * uniform
-R: 0 : 0 : * : * 3e38
+R: 0 : 0 : * : * {HUGE_REWARD:.4g}
 R: 1 : 1 : * : * 1
 """
 
 
 def huge_model():
-    """Finite and valid (it loads), but its values overflow float32."""
-    return validate(loads_pomdp(HUGE))
+    """Finite and valid (it loads), but its values overflow the float type."""
+    if FLOAT == np.float32:
+        return validate(loads_pomdp(HUGE))
+    R = np.array([[HUGE_REWARD, 0.0], [0.0, 1.0]])  # HUGE's model, built in Python
+    return validate(from_dense(np.stack([np.eye(2)] * 2), np.full((2, 2, 2), 0.5), R, np.full(2, 0.5), 0.95))
 
 
 def small_model():
@@ -83,7 +95,7 @@ def test_baseline_bounds_that_overflow_stop(solver):
     assert e.iteration is None and e.last_good is None
     assert "alpha-vectors (lower bound)" in e.what
     assert str(e).startswith(f"{solver}: blind-policy alpha-vectors (lower bound) not finite (2 NaN of 4 entries)")
-    assert "rescale the rewards" in str(e) and "float32" in str(e)
+    assert "rescale the rewards" in str(e) and FLOAT.name in str(e)
 
 
 @pytest.mark.parametrize("method", ["hsvi", "pbvi"])
@@ -171,9 +183,10 @@ def test_conjpomdp_overflow_stops_at_the_first_gradient():
 
 
 # ------------------------------------------------------------------ the command line
+@FLOAT32_ONLY
 def test_script_reports_a_nan_in_one_line_without_traceback(tmp_path):
     (tmp_path / "huge.pomdp").write_text(HUGE)
-    assert load_pomdp(tmp_path / "huge.pomdp").reward.dtype == jnp.float32  # it loads: finite, valid
+    assert load_pomdp(tmp_path / "huge.pomdp").reward.dtype == FLOAT  # it loads: finite, valid
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "solve.py"), "huge.pomdp", "--solver", "hsvi",
                            "--out", "p.alpha", "--time-limit", "5"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -190,6 +203,7 @@ def test_script_reports_a_nan_in_one_line_without_traceback(tmp_path):
                                                    "at iteration 0"),
                                           ("qmdp", "blind-policy alpha-vectors (lower bound) not finite"),
                                           ("gpomdp", "not finite at iteration 1")])
+@FLOAT32_ONLY
 def test_cli_reports_a_nan_in_one_line(tmp_path, capsys, solver, what):
     (tmp_path / "huge.pomdp").write_text(HUGE)
     code = main([str(tmp_path / "huge.pomdp"), "--solver", solver, "--quiet", "--time-limit", "5"])
@@ -264,7 +278,8 @@ def test_solve_arguments_that_make_no_sense_are_refused_before_any_work(solver, 
 @pytest.mark.parametrize("solver", ["blind", "qmdp", "hsvi", "gpomdp", "nvi"])
 @pytest.mark.parametrize("break_it, phrase", [
     (lambda T, Z, b0: (T, Z, b0 * 0.6), "initial_belief sums to 0.6"),
-    (lambda T, Z, b0: (T * 0.7, Z, b0), "next_prob[action='0', state='0'] sums to 0.69999"),
+    (lambda T, Z, b0: (T * 0.7, Z, b0),  # 0.7 rounded: 0.69999999 in float32
+     "next_prob[action='0', state='0'] sums to " + ("0.69999" if FLOAT == np.float32 else "0.7 ")),
     (lambda T, Z, b0: (T, Z * 0.5, b0), "obs_prob[action='0', state='0'] sums to 0.5"),
     (lambda T, Z, b0: (T.at[1, 0].set(jnp.array([1.5, -0.5])), Z, b0), "is not a probability in [0, 1]"),
 ])

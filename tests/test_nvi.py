@@ -110,6 +110,21 @@ def test_rocksample_simulator_smoke():
     assert np.isfinite(float(ev.mean))
 
 
+def test_nvi_runs_under_x64_with_int32_nodes():
+    """Under JAX_ENABLE_X64 an int64 start node broke the scan of the controller's return (carry int64 in,
+    int32 out), and the backups' int64 successors were scattered into the int32 edges (a FutureWarning, an
+    error in later JAX)."""
+    import warnings
+    with jax.enable_x64(True), warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        sim = rocksample_sim(4, 4)
+        cfg = nvi.default_config(sim, **ROCKSAMPLE_SMALL)._replace(train_steps=2, fit_steps=2)
+        res = nvi.solve(sim, time_limit=None, max_iterations=1, seed=1, config=cfg, warmup_steps=2)
+        c = res.policy.controller
+        assert c.actions.dtype == c.edges.dtype == jnp.int32 and res.info["num_nodes"] >= sim.num_actions
+        assert np.isfinite(res.lower_bound if res.lower_bound is not None else res.info["value_estimate"])
+
+
 @pytest.mark.parametrize("exact", [False, True])
 def test_snapshot_keeps_the_newest_good_controller_not_a_clearly_worse_one(exact):
     m = problems.tiger()
@@ -219,8 +234,8 @@ def test_tabulated_node_values_give_the_same_backups_and_collection():
     # a solver iteration on 4x3 only for this
     rng = np.random.default_rng(1)
     more = np.arange(m.num_actions, 10)
-    st = st._replace(actions=st.actions.at[more].set(rng.integers(0, m.num_actions, len(more))),
-                     edges=st.edges.at[more].set(rng.integers(0, 10, (len(more), m.num_observations))),
+    st = st._replace(actions=st.actions.at[more].set(rng.integers(0, m.num_actions, len(more), dtype=np.int32)),
+                     edges=st.edges.at[more].set(rng.integers(0, 10, (len(more), m.num_observations), dtype=np.int32)),
                      active=st.active.at[more].set(True), num_nodes=jnp.int32(10))
     table = nvi._value_table(m, st, net.apply_fn, cfg)
     assert table.shape == (16, m.num_states)

@@ -746,7 +746,7 @@ def backup(key: jax.Array, model: Any, st: NVIState, b_states: Any, apply_fn: Ca
     q, succ = lax.map(per_action, (jnp.arange(A, dtype=jnp.int32), keys))
     a_star = jnp.argmax(q).astype(jnp.int32)
     v_old = jnp.mean(F0, axis=1)
-    return BackupResult(q, a_star, succ[a_star], jnp.max(v_old), jnp.argmax(v_old).astype(jnp.int32))
+    return BackupResult(q, a_star, succ[a_star].astype(jnp.int32), jnp.max(v_old), jnp.argmax(v_old).astype(jnp.int32))
 
 
 def _fit(p0, x, y, config: Config, apply_fn):
@@ -882,7 +882,7 @@ def _controller_return(key, model, st: NVIState, state, node, H: int, apply_fn):
         g = g + jnp.where(done, 0.0, disc * r)
         return (s2, st.edges[n, o], g, disc * gamma, done | d), None
 
-    init = (state, node, jnp.zeros((), DTYPE), jnp.ones((), DTYPE), jnp.zeros((), bool))
+    init = (state, jnp.asarray(node, jnp.int32), jnp.zeros((), DTYPE), jnp.ones((), DTYPE), jnp.zeros((), bool))
     (s, n, g, disc, done), _ = lax.scan(body, init, jax.random.split(key, H))
     boot = apply_fn(_take(st.target_params, n), _features(model, jax.tree.map(lambda x: x[None], s)))[0]
     return g + jnp.where(done, 0.0, disc * boot)
