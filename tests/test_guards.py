@@ -1,8 +1,9 @@
 """Numerical guards: a solve that meets NaN or infinity stops with a clear message.
 
 The crafted model has a finite reward of 0.88 times the largest number of the default
-float type (3e38 in float32; 1.6e308 under ``JAX_ENABLE_X64``): it passes ``validate`` (and the reader), but every value bound ``|R| / (1 - discount)``
-and GPOMDP's reward sums overflow. A model that holds NaN or infinity itself is
+float type (3e38 in float32; 1.6e308 under ``JAX_ENABLE_X64``): it passes ``validate``
+(and, in float32, the reader), but every value bound ``|R| / (1 - discount)`` and
+GPOMDP's reward sums overflow. A model that holds NaN or infinity itself is
 refused before solving. A NaN that appears only after some steps is injected by
 wrapping the step function. Everything runs on tiny models (the whole file takes
 a few seconds beyond the compilations).
