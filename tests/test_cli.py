@@ -169,6 +169,9 @@ def test_problem_given_as_a_file(tmp_path, capsys):
     (["rocksample:0,0", "--solver", "qmdp"], "RockSample(0,0): need n >= 1"),
     (["rocksample:3", "--solver", "qmdp"], "'rocksample:3' is not a RockSample name; expected 'rocksample:n,k'"),
     (["rocksample:30,30", "--solver", "hsvi"], "--solver nvi plans on its simulator"),
+    # within MAX_STATES but 89 GiB to build (was killed by the OS): refused by the memory limit, as files are
+    (["rocksample:40,14", "--solver", "qmdp"], "RockSample(40,14) as a table (26,214,401 states, 19 actions) needs "
+                                               "about 89.1 GiB to build, more than "),
     (["rocksample:a,b", "--solver", "nvi"], "error: 'rocksample:a,b' is not a RockSample name"),
     (["tiger", "--json", "/proc/r.json"], "--json /proc/r.json: cannot write a file in /proc"),
     (["tiger", "--out", "."], "--out .: is a folder, not a file"),

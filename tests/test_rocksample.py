@@ -132,6 +132,16 @@ def test_bad_names_and_layouts():
         rocksample(3, 1, half_efficiency_distance=0.0)
 
 
+def test_a_table_too_large_for_the_memory_limit_is_refused_before_building(monkeypatch):
+    # RockSample(12,12) takes about 1.5 GB to build (measured peak, 153 bytes per action and state)
+    monkeypatch.setenv("JAXPOMDP_MAX_MODEL_BYTES", "1G")
+    with pytest.raises(ValueError, match=r"RockSample\(12,12\) as a table \(589,825 states, 17 actions\) needs about "
+                                         r"1\.8 GiB to build, more than the 1\.0 GiB limit set by JAXPOMDP_MAX_MODEL"):
+        rocksample(12, 12)
+    monkeypatch.setenv("JAXPOMDP_MAX_MODEL_BYTES", "10M")
+    assert rocksample(4, 4).num_states == 257  # 81 kB
+
+
 def _brute_force(n, layout, d0, state, action):
     """The generator's rules for one (state name, action): (next name, reward, P(ogood))."""
     if state == "st":

@@ -67,7 +67,7 @@ from jaxpomdp.model import TabularPOMDP
 
 __all__ = ["rocksample", "from_name", "Layout", "standard_layout", "random_layout", "layout_for",
            "STANDARD_LAYOUTS", "STANDARD_HALF_EFFICIENCY", "DEFAULT_HALF_EFFICIENCY",
-           "MAX_STATES"]
+           "MAX_STATES", "BUILD_BYTES_PER_ENTRY", "MAX_TABLE_BYTES", "check_seed"]
 
 #: Rewards of the generator.
 EXIT_REWARD = 10.0
@@ -77,6 +77,12 @@ BAD_SAMPLE_PENALTY = -10.0
 
 #: The largest model :func:`rocksample` builds (about 2^27 states, some GiB of arrays).
 MAX_STATES = 2 ** 27
+#: Peak host memory of :func:`rocksample` per (action, state) pair, bytes: the build's NumPy arrays, the
+#: canonical form's float64 copies and the model (measured 150-180 for (11,11), (12,12) and (1500,0)).
+BUILD_BYTES_PER_ENTRY = 192
+#: :func:`rocksample` refuses a table that would need more than this to build (or more than the memory
+#: available), unless ``JAXPOMDP_MAX_MODEL_BYTES`` sets the limit, as the model-file readers do.
+MAX_TABLE_BYTES = 4 * 2 ** 30
 
 
 class Layout(NamedTuple):
@@ -233,6 +239,13 @@ def rocksample(n: int, k: int, *, seed: Optional[int] = None, layout=None,
     S = S0 + 1
     term = S0
     A = 4 + k + 1
+    from jaxpomdp.io.limits import refusal
+    reason = refusal(BUILD_BYTES_PER_ENTRY * A * S, f"RockSample({n},{k}) as a table ({S:,} states, {A} actions) "
+                     "needs about", MAX_TABLE_BYTES, " to build",
+                     hint="build it as a simulator instead (jaxpomdp.problems.rocksample_sim; NVI plans on it, "
+                          "on the command line with --solver nvi)")
+    if reason:
+        raise ValueError(reason)
     idx = np.arange(S0, dtype=np.int64)
     cell = idx >> k
     mask = idx & (R - 1)
