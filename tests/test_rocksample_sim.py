@@ -230,3 +230,27 @@ def test_a_bad_layout_seed_is_named(seed):
         with pytest.raises(ValueError, match=f"a layout seed must be a non-negative integer; got {seed!r}"):
             build()
     assert rocksample_sim(15, 15, seed=np.int64(3)).k == 15  # NumPy integers are seeds too
+
+
+def test_a_random_layout_of_a_huge_grid_draws_without_listing_its_cells():
+    """The cells but the start were listed (np.delete of an arange of n²): 12 GiB for n = 40000, even with no
+    rock. The draw is the same as choosing from that list, so the layouts stay as they were."""
+    import tracemalloc
+    from jaxpomdp.problems.rocksample import draw_rocks
+    from jaxpomdp.problems.rocksample_sim import random_layout_unchecked
+
+    def listed(n, k, start, seed):  # the former draw
+        cells = np.delete(np.arange(n * n), start[0] * n + start[1])
+        return tuple((int(c) // n, int(c) % n) for c in np.random.default_rng(seed).choice(cells, k, replace=False))
+
+    for n, k, seed in [(1, 0, 0), (2, 3, 1), (7, 8, 2), (15, 15, 0), (40, 30, 5)]:
+        for start in [(0, n // 2), (n - 1, n - 1)]:
+            assert draw_rocks(n, k, start, seed) == listed(n, k, start, seed), (n, k, seed, start)
+    tracemalloc.start()
+    try:
+        lay = random_layout_unchecked(40000, 5, 3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(set(lay.rocks)) == 5 and lay.start not in lay.rocks
+    assert peak < 2 ** 20, peak

@@ -45,8 +45,8 @@ from flax import struct
 
 from jaxpomdp.problems.rocksample import (BAD_SAMPLE_PENALTY, DEFAULT_HALF_EFFICIENCY, EXIT_REWARD,
                                           GOOD_SAMPLE_REWARD, ILLEGAL_PENALTY, STANDARD_HALF_EFFICIENCY,
-                                          STANDARD_LAYOUTS, _check_layout, check_seed, layout_for,
-                                          random_layout)
+                                          STANDARD_LAYOUTS, _check_layout, check_seed, draw_rocks,
+                                          layout_for, random_layout)
 
 __all__ = ["RockState", "RockSampleSim", "rocksample_sim", "from_name", "fully_observable_value",
            "FullyObservableValue", "MAX_ROCKS"]
@@ -419,9 +419,7 @@ def random_layout_unchecked(n: int, k: int, seed: int):
         pass
     from jaxpomdp.problems.rocksample import Layout
     start = (0, n // 2)
-    cells = np.delete(np.arange(n * n), start[0] * n + start[1])
-    chosen = np.random.default_rng(seed).choice(cells, size=k, replace=False)
-    return Layout(start, tuple((int(c) // n, int(c) % n) for c in chosen))
+    return Layout(start, draw_rocks(n, k, start, 0 if seed is None else seed))
 
 
 def from_name(name: str) -> RockSampleSim:
