@@ -3,7 +3,15 @@ meets non-finite numbers."""
 
 from __future__ import annotations
 
-__all__ = ["PomdpFormatError", "InvalidModelError", "NumericalError", "CheckpointError", "ConfigError"]
+import numbers
+
+__all__ = ["PomdpFormatError", "InvalidModelError", "NumericalError", "CheckpointError", "ConfigError",
+           "is_integer"]
+
+
+def is_integer(x) -> bool:
+    """A Python or NumPy integer, not a bool: what the argument checks accept as a count, size or seed."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 class PomdpFormatError(ValueError):

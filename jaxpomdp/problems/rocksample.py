@@ -63,6 +63,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from jaxpomdp.errors import is_integer
 from jaxpomdp.model import TabularPOMDP
 
 __all__ = ["rocksample", "from_name", "Layout", "standard_layout", "random_layout", "layout_for",
@@ -163,7 +164,7 @@ def layout_for(n: int, k: int, seed: Optional[int] = None) -> Layout:
 def check_seed(seed) -> int:
     """A layout seed as an ``int``; ValueError unless it is a non-negative integer (NumPy's own
     errors for ``-1`` or ``1.5`` name its ``SeedSequence``, not the argument)."""
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_integer(seed) or seed < 0:
         raise ValueError(f"a layout seed must be a non-negative integer; got {seed!r}")
     return int(seed)
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpomdp import bounds
-from jaxpomdp.errors import InvalidModelError, NumericalError
+from jaxpomdp.errors import InvalidModelError, NumericalError, is_integer
 from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP, validate
 from jaxpomdp.policy import AlphaVectorPolicy, BlindPolicy
 
@@ -142,10 +142,9 @@ def check_solve_args(time_limit, target_gap, seed, max_iterations=None) -> None:
         raise ValueError(f"time_limit must be positive (seconds) or None, got {time_limit!r}")
     if target_gap is not None and not (number(target_gap) and target_gap >= 0):
         raise ValueError(f"target_gap must be non-negative or None, got {target_gap!r}")
-    if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and -2 ** 63 <= seed < 2 ** 63):
+    if not (is_integer(seed) and -2 ** 63 <= seed < 2 ** 63):
         raise ValueError(f"seed must be an integer in [-2**63, 2**63), got {seed!r}")
-    if max_iterations is not None and not (isinstance(max_iterations, (int, np.integer))
-                                           and not isinstance(max_iterations, bool) and max_iterations >= 0):
+    if max_iterations is not None and not (is_integer(max_iterations) and max_iterations >= 0):
         raise ValueError(f"max_iterations must be a non-negative integer or None, got {max_iterations!r}")
 
 

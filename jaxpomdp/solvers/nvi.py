@@ -117,7 +117,7 @@ from jaxpomdp import bounds, distributed, particles
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, stopped
 from jaxpomdp.controller import (Controller, ControllerPolicy, exact_alphas, init_params, mlp, node_values,
                                  reachable)
-from jaxpomdp.errors import ConfigError
+from jaxpomdp.errors import ConfigError, is_integer
 from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model, check_solve_args
 
@@ -316,16 +316,13 @@ def _field_expected(name: str, value) -> Optional[str]:
     """None when ``value`` is valid for the :class:`Config` field ``name``, else what is expected."""
     default = getattr(Config(), name)
 
-    def integer(v):
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
     if isinstance(default, tuple):
-        ok = isinstance(value, (list, tuple)) and all(integer(v) and v >= 1 for v in value)
+        ok = isinstance(value, (list, tuple)) and all(is_integer(v) and v >= 1 for v in value)
     elif isinstance(default, float):
-        ok = (integer(value) or isinstance(value, (float, np.floating))) and math.isfinite(value) and \
+        ok = (is_integer(value) or isinstance(value, (float, np.floating))) and math.isfinite(value) and \
             (name not in _POSITIVE or value > 0) and (name not in _SHARES or 0 <= value <= 1)
     else:
-        ok = integer(value) and value >= (1 if name in _AT_LEAST_ONE else 0)
+        ok = is_integer(value) and value >= (1 if name in _AT_LEAST_ONE else 0)
     if ok:
         return None
     return ("a list of positive integers" if isinstance(default, tuple) else

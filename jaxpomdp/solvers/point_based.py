@@ -42,6 +42,7 @@ from jax.sharding import Mesh
 
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, start_seconds, stopped
 from jaxpomdp import backup, bounds, distributed, prune
+from jaxpomdp.errors import is_integer
 from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.policy import AlphaVectorPolicy
 from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model, check_solve_args, value_scale
@@ -480,7 +481,7 @@ def _with_capacities(state: PointBasedState, alphas: int, points: int) -> PointB
 def _check_config(config: Config, perseus_beliefs: int) -> None:
     """ValueError naming the first setting that makes no sense (they fix shapes: 0 fails deep inside)."""
     def integer(v, least):
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= least
+        return is_integer(v) and v >= least
 
     checks = [("Config.width", config.width, integer(config.width, 1), "an integer >= 1"),
               ("Config.max_depth", config.max_depth, integer(config.max_depth, 1), "an integer >= 1"),
