@@ -177,6 +177,7 @@ def run_problem(name: str, limit: float, args) -> dict:
                reachable_nodes=info["reachable_nodes"], parameter_bytes=info["parameter_bytes"],
                parameter_bytes_bank=info["parameter_bytes_bank"], alpha_vector_bytes=info["alpha_vector_bytes"],
                history=[list(map(float, h[:2])) + [h[3], h[4]] for h in res.history],
+               snapshots=info["snapshots"],
                config=info["config"])
     rmax = 100.0 if not hasattr(model, "reward") else None
     t0 = time.perf_counter()

@@ -537,8 +537,9 @@ def _json_info(info: dict) -> dict:
 
 def _controller_info(info: dict) -> dict:
     keys = ("num_nodes", "reachable_nodes", "parameter_bytes", "parameter_bytes_bank", "alpha_vector_bytes",
-            "num_states", "value_estimate", "value_estimate_note", "start_value_mc", "upper_bound_kind",
-            "upper_bound_value", "iterations", "train_steps", "stop_reason")
+            "num_states", "value_estimate", "value_estimate_note", "start_value_mc", "start_value_kind",
+            "controller_iteration", "snapshots", "snapshots_note", "upper_bound_kind", "upper_bound_value",
+            "iterations", "train_steps", "stop_reason")
     return {k: info[k] for k in keys if k in info}
 
 

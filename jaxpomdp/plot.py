@@ -157,7 +157,7 @@ def gap_vs_time(history, ax=None, *, label: Optional[str] = None, target: Option
 
 def value_vs_time(history, ax=None, *, reference: Optional[float] = None,
                   reference_label: str = "reference value", label: Optional[str] = None,
-                  title: Optional[str] = None):
+                  title: Optional[str] = None, snapshots=None):
     """Neural Value Iteration: the network estimate at ``b0`` (not certified) and the upper bound.
 
     Args:
@@ -165,6 +165,9 @@ def value_vs_time(history, ax=None, *, reference: Optional[float] = None,
         ``SolveResult.history`` of :func:`jaxpomdp.solvers.nvi.solve` (``upper``
         may be None).
       ax, reference, reference_label, label, title: as in :func:`bounds_vs_time`.
+      snapshots: optional rows ``(seconds, iteration, value, stderr)``,
+        ``info["snapshots"]`` of the solve: the controller's own value at ``b0``
+        (simulated, drawn with its 95% interval, or exact), as points.
     """
     h = _rows(history, 3, "value_vs_time")
     ax = _axes(ax)
@@ -174,6 +177,10 @@ def value_vs_time(history, ax=None, *, reference: Optional[float] = None,
     if np.any(np.isfinite(h[:, 2])):
         ax.plot(h[:, 0], h[:, 2], linestyle="-.", marker="o" if len(h) < 3 else None,
                 label=f"{prefix}upper bound (certified)")
+    if snapshots is not None and len(snapshots):
+        v = _rows(snapshots, 4, "value_vs_time's snapshots")
+        ax.errorbar(v[:, 0], v[:, 2], yerr=1.96 * v[:, 3], fmt="s", markersize=3, capsize=2, color="tab:purple",
+                    label=f"{prefix}controller's value at b0 ({'exact' if not np.any(v[:, 3]) else 'simulated, 95%'})")
     _reference(ax, reference, reference_label)
     return _finish(ax, "planning time (s, compilation excluded)", VALUE_LABEL, title)
 
@@ -496,8 +503,8 @@ def convergence_figure(result, kind: str, *, title: Optional[str] = None, refere
       kind: ``"bounds"`` (bounds vs time above, the gap on a log scale below),
         ``"gradient"`` (the learning curve above, ``|gradient|`` below; the exact
         average reward of the final policy as a dashed line when known) or
-        ``"controller"`` (NVI: the value estimate and upper bound above, the
-        number of controller nodes below).
+        ``"controller"`` (NVI: the value estimate, the controller's valuations
+        and the upper bound above, the number of controller nodes below).
       title: the figure title.
       reference: a value to draw on the top panel.
       target_gap: the target gap to mark on the gap panel (``"bounds"``).
@@ -539,7 +546,7 @@ def convergence_figure(result, kind: str, *, title: Optional[str] = None, refere
         bottom.legend(loc="best")
         top.set_xlabel("")
     else:
-        value_vs_time(history, top, reference=reference)
+        value_vs_time(history, top, reference=reference, snapshots=(getattr(result, "info", {}) or {}).get("snapshots"))
         h = _rows(history, 4, "value_vs_time")
         bottom.step(h[:, 0], h[:, 3], where="post", color="tab:green", marker="o" if len(h) < 3 else None,
                     label="active controller nodes")

@@ -401,7 +401,7 @@ class _PointSet:
 
     def evaluate_controller(self):
         """Exact (sparse) evaluation of the controller, certified by its residual."""
-        M, S, O, gamma = len(self.act), self.S, self.O, self.gamma
+        M, S, gamma = len(self.act), self.S, self.gamma
         blocks = gamma * self.TZ[self.act]  # [M, O, S, S']
         rows = np.broadcast_to(np.arange(M)[:, None, None, None] * S + np.arange(S)[:, None], blocks.shape)
         cols = np.broadcast_to(self.succ[:, :, None, None] * S + np.arange(S), blocks.shape)

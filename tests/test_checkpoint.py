@@ -108,6 +108,9 @@ def test_nvi_stopped_and_resumed_equals_never_stopped(tmp_path):
     for key in ("value_estimate", "num_nodes", "iterations", "train_steps", "final_loss", "start_node"):
         assert ref.info[key] == resumed.info[key], key
     assert [row[1:] for row in ref.history] == [row[1:] for row in resumed.history]
+    # the controller's valuations before the stop are kept (their seconds include the time before it)
+    assert [row[1:] for row in ref.info["snapshots"]] == [row[1:] for row in resumed.info["snapshots"]]
+    assert [row[1] for row in cut.info["snapshots"]] == [1, 2]
     # the message names the field that differs, not the whole config
     with pytest.raises(CheckpointError,
                        match=rf"other settings: config\.train_steps {config.train_steps} \(now 11\); "):
@@ -186,6 +189,20 @@ def test_a_loop_variable_the_solver_needs_and_the_file_lacks_is_a_checkpoint_err
     path.write_bytes(serialization.msgpack_serialize(record))
     with pytest.raises(CheckpointError, match="incomplete checkpoint .no 'capacities' among the loop's"):
         point_based.solve(problems.get("tiger"), time_limit=None, max_iterations=3, resume=load(tiger_checkpoint))
+
+
+@pytest.mark.parametrize("snapshots", [5, [[1.0, 2, "x", 0.0]], [[1.0, 2, 3.0]], [[1.0, True, 3.0, 0.0]]])
+def test_nvi_refuses_a_checkpoint_whose_snapshots_were_altered(tmp_path, snapshots):
+    from flax import serialization
+    model = problems.get("tiger")
+    kw = dict(time_limit=None, max_iterations=1, seed=2, config=NVI_SMALL, warmup_steps=20)
+    nvi.solve(model, checkpoint=Checkpointer(tmp_path, every=1e9), **kw)
+    path = tmp_path / checkpoint.FILENAME
+    record = serialization.msgpack_restore(path.read_bytes())
+    record["loop"]["snapshots"] = snapshots
+    path.write_bytes(serialization.msgpack_serialize(record))
+    with pytest.raises(CheckpointError, match="damaged checkpoint .the loop's snapshots are not rows of 4 numbers"):
+        nvi.solve(model, resume=load(tmp_path), **{**kw, "max_iterations": 2})
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint_whole(tiger_checkpoint, monkeypatch):

@@ -298,6 +298,9 @@ def test_nvi_on_the_rocksample_simulator_writes_a_controller(tmp_path, capsys):
     assert c["num_nodes"] >= 1 and c["parameter_bytes"] > 0
     assert c["alpha_vector_bytes"] == c["num_nodes"] * r["num_states"] * 4
     assert c["upper_bound_kind"] == "fully-observable" and r["upper_bound"] == pytest.approx(c["upper_bound_value"])
+    # the controller's valuations (simulated; 3 iterations, snapshots every 20: the final one only)
+    assert c["start_value_kind"] == "simulated" and c["controller_iteration"] == 3
+    assert [row[1] for row in c["snapshots"]] == [3] and c["snapshots"][0][2] == pytest.approx(c["start_value_mc"])
     lines = pg.read_text().splitlines()
     assert lines and all(len(line.split()) == 2 + r["num_observations"] for line in lines)
     assert "controller" in stdout

@@ -188,6 +188,20 @@ def test_solve_returns_a_kept_snapshot(exact, monkeypatch):
     if exact:
         assert info["start_value_mc"] >= info["last_start_value_mc"]
         assert exact_value(c, m) == pytest.approx(info["start_value_mc"], abs=1e-4)
+    # every valuation is reported: [seconds, iteration, value, stderr], in order, the last iteration's included;
+    # valued exactly, every snapshot_every-th and every change (so the best value is among them)
+    rows = info["snapshots"]
+    its = [r[1] for r in rows]
+    assert its == sorted(set(its)) and its[-1] == 6 and {2, 4, 6} <= set(its)
+    if not exact:
+        assert its == [2, 4, 6] and all(r[3] > 0 for r in rows)
+    else:
+        assert all(r[3] == 0 for r in rows)
+        assert max(r[2] for r in rows) == pytest.approx(info["start_value_mc"], abs=1e-6)
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows) and rows[-1][0] <= res.solve_seconds
+    assert {r[1]: r[2] for r in rows}[info["controller_iteration"]] == pytest.approx(info["start_value_mc"],
+                                                                                      abs=1e-6)
+    assert rows[-1][2] == pytest.approx(info["last_start_value_mc"], abs=1e-6)
 
 
 def test_home_beliefs_stay_with_their_nodes_when_the_pool_wraps():

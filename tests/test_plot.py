@@ -85,6 +85,17 @@ def test_learning_curve_and_value_vs_time():
     assert_labelled(ax)
     texts = legend_texts(ax)
     assert any("not certified" in t for t in texts) and any("upper bound" in t for t in texts)
+    assert not any("controller's value" in t for t in texts)
+    # the controller's own valuations, with their 95% intervals (exact ones: stderr 0)
+    ax = plot.value_vs_time(NVI_HISTORY, snapshots=[(1.0, 20, 5.0, 0.5), (2.0, 40, 6.0, 0.25)])
+    assert any("controller's value at b0 (simulated, 95%)" in t for t in legend_texts(ax))
+    (bars,) = [c for c in ax.containers if hasattr(c, "has_yerr")]
+    assert bars.has_yerr
+    np.testing.assert_allclose(np.asarray(bars.lines[0].get_ydata()), [5.0, 6.0])
+    ax = plot.value_vs_time(NVI_HISTORY, snapshots=[(1.0, 1, 5.0, 0.0)])
+    assert any("controller's value at b0 (exact)" in t for t in legend_texts(ax))
+    with pytest.raises(ValueError, match="snapshots"):
+        plot.value_vs_time(NVI_HISTORY, snapshots=[(1.0, 2.0)])
 
 
 def test_belief_bars_and_heatmap():
@@ -133,7 +144,8 @@ def test_controller_graph_draws_every_reachable_node_with_its_action():
 
 @pytest.mark.parametrize("kind, history, info", [("bounds", BOUNDS_HISTORY, {}),
                                                  ("gradient", GRADIENT_HISTORY, {"exact_average_reward": 0.79}),
-                                                 ("controller", NVI_HISTORY, {})])
+                                                 ("controller", NVI_HISTORY, {}),
+                                                 ("controller", NVI_HISTORY, {"snapshots": [[1.0, 2, 3.0, 0.1]]})])
 def test_convergence_figures_are_labelled_and_saved_atomically(tmp_path, kind, history, info):
     fig = plot.convergence_figure(result(history, **info), kind, title="t")
     visible = [ax for ax in fig.axes if ax.get_visible()]

@@ -28,7 +28,7 @@ def numpy_returns(rng, m, choose, num_episodes, horizon):
     Bayes' rule on the dense matrices.
     """
     T, Z, R, b0, gamma = dense_arrays(m)
-    n, S = num_episodes, len(b0)
+    n = num_episodes
     rows = np.arange(n)
 
     def sample(p):  # one draw from each row of p [n, k] by inversion

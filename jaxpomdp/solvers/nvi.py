@@ -114,7 +114,7 @@ from jax import lax
 from jax.sharding import Mesh
 
 from jaxpomdp import bounds, distributed, particles
-from jaxpomdp.checkpoint import Checkpoint, Checkpointer, stopped
+from jaxpomdp.checkpoint import Checkpoint, CheckpointError, Checkpointer, stopped
 from jaxpomdp.controller import (Controller, ControllerPolicy, exact_alphas, init_params, mlp, node_values,
                                  reachable)
 from jaxpomdp.errors import ConfigError, is_integer
@@ -1060,6 +1060,18 @@ def _value_controller(key, model, st: NVIState, apply_fn, top: int = 8,
     return cand[i], float(vals[i]), float(se[i])
 
 
+def _saved_snapshots(resume: Checkpoint) -> list:
+    """The ``[seconds, iteration, value, stderr]`` rows of a checkpoint (none in one written before they were
+    kept); a malformed list is a :class:`~jaxpomdp.checkpoint.CheckpointError`."""
+    rows = resume.loop.get("snapshots", [])
+    ok = isinstance(rows, list) and all(
+        isinstance(r, list) and len(r) == 4 and all(isinstance(x, (int, float, np.number)) and not isinstance(x, bool)
+                                                    for x in r) for r in rows)
+    if not ok:
+        raise CheckpointError(f"{resume.path}: damaged checkpoint (the loop's snapshots are not rows of 4 numbers)")
+    return [[float(r[0]), int(r[1]), float(r[2]), float(r[3])] for r in rows]
+
+
 def _keep(st: NVIState, start, score: float, se: float, iteration: int, z: float = 2.0) -> NVIState:
     """Keeps the controller in ``st`` (valued ``score`` +- ``se``) if it is within ``z`` standard errors of the
     best value seen: the newest such controller is kept, a clearly worse one is not."""
@@ -1227,12 +1239,14 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
                     int(min(int(st.pool_count), config.pool_capacity)))]
         last = time.perf_counter() - start
         iteration = 0
+        snapshots = []
     else:  # the clock counts the planning before the checkpoint
         st = resume.restore(st)
         loop = resume.loop
         key, iteration, est, loss, last = resume.key(), loop["iteration"], loop["estimate"], loop["loss"], loop["last"]
         start -= loop["elapsed"]
         history = [tuple(row) for row in resume.history]
+        snapshots = _saved_snapshots(resume)
     stop_reason = "time limit"
     exact_snapshots = _exact_ok(model, st)  # cheap: every iteration
 
@@ -1241,11 +1255,11 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
 
     def build(st, est, loss, iteration, stop_reason, solve_seconds):
         return _result(model, st, est, loss, iteration, stop_reason, solve_seconds, compile_seconds, history,
-                       upper, upper_kind, certified, k_eval, apply_fn, config)
+                       upper, upper_kind, certified, k_eval, apply_fn, config, snapshots)
 
     def save():
         loop = {"key": key, "iteration": iteration, "estimate": est, "loss": float(loss), "last": last,
-                "elapsed": elapsed()}
+                "elapsed": elapsed(), "snapshots": snapshots}
         checkpoint.save("nvi", user_model, options, st, loop, history)
 
     while True:
@@ -1270,7 +1284,12 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
             check_finite("nvi", iteration, {"value estimate at b0 (node networks)": est, "train loss": loss},
                          model=model, last_good=build(*prev, iteration - 1, "numerical error", elapsed()))
         if config.snapshot_every and (exact_snapshots or iteration % config.snapshot_every == 0):
-            st = snapshot(k_eval, model, st, apply_fn, iteration)
+            start_node, score, se = _value_controller(k_eval, model, st, apply_fn, exact=exact_snapshots)
+            st = _keep(st, start_node, score, se, iteration)
+            # valued exactly (every iteration): recorded every snapshot_every iterations and when the value changes
+            if not (exact_snapshots and snapshots) or iteration % config.snapshot_every == 0 \
+                    or score != snapshots[-1][2]:
+                snapshots.append([elapsed(), iteration, score, se])
         last = time.perf_counter() - t_it
         row = (elapsed(), est, upper, int(st.num_nodes), int(min(int(st.pool_count), config.pool_capacity)))
         history.append(row)
@@ -1288,9 +1307,10 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
 
 
 def _result(model, st: NVIState, est, loss, iteration, stop_reason, solve_seconds, compile_seconds, history,
-            upper, upper_kind, certified, k_eval, apply_fn, config) -> SolveResult:
+            upper, upper_kind, certified, k_eval, apply_fn, config, snapshots=()) -> SolveResult:
     """The :class:`SolveResult` of a state: the best controller :func:`snapshot` has seen, the last one included
-    (only the last one when ``config.snapshot_every`` is 0)."""
+    (only the last one when ``config.snapshot_every`` is 0). ``snapshots``: the solve's ``[seconds, iteration,
+    value, stderr]`` rows so far; the final valuation is added to the ones reported."""
     exact = _exact_ok(model, st)
     start, last_score, se = _value_controller(k_eval, model, st, apply_fn, exact=exact)
     if not config.snapshot_every:  # the last controller, whatever its value
@@ -1321,6 +1341,10 @@ def _result(model, st: NVIState, est, loss, iteration, stop_reason, solve_second
                                      "(every snapshot_every iterations and the last) within 2 standard errors "
                                      "of the best start_value_mc (exact values: the best)",
         "last_start_value_mc": last_score,
+        "snapshots": [list(row) for row in snapshots]
+        + ([] if snapshots and snapshots[-1][1] == iteration else [[solve_seconds, iteration, last_score, se]]),
+        "snapshots_note": "[seconds, iteration, value, stderr] of every valuation of the controller (as "
+                          "start_value_mc: exact, or simulated from b0 with the same random numbers each time)",
         "upper_bound_kind": upper_kind,
         "upper_bound_value": upper,
         "num_nodes": n,
