@@ -113,7 +113,8 @@ def test_rocksample_simulator_smoke():
 def test_nvi_runs_under_x64_with_int32_nodes():
     """Under JAX_ENABLE_X64 an int64 start node broke the scan of the controller's return (carry int64 in,
     int32 out), and the backups' int64 successors were scattered into the int32 edges (a FutureWarning, an
-    error in later JAX)."""
+    error in later JAX); so were an edge refresh's (the simulators refresh 16 nodes an iteration by default)
+    where an observation no particle produced takes the node best overall (an int64 argmax)."""
     import warnings
     with jax.enable_x64(True), warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
