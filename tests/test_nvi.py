@@ -372,3 +372,25 @@ def test_guided_trajectories_gather_information_at_the_belief(guide_belief, risk
     share = np.mean(np.asarray(states) == 0, axis=-1)[np.asarray(valid)]   # tiger-left share of each belief
     leaning = np.mean(np.maximum(share, 1 - share) >= 0.9)
     assert leaning > 0.2 if informed else leaning == 0.0
+
+
+def test_memory_estimate_counts_the_state_init_allocates(monkeypatch):
+    """The refusal of an oversized configuration rests on this estimate: its state part is exactly what
+    ``init`` allocates (a simulator here, with structured states), and a custom network adds only its outputs."""
+    from jaxpomdp.errors import ConfigError
+    model = nvi._with_upper_table(rocksample_sim(5, 5))  # as solve() plans on it
+    config = nvi.Config(**ROCKSAMPLE_SMALL)
+    st = nvi.init(jax.random.key(0), model, config)
+    state, acts = nvi.memory_estimate(model, config)
+    assert state == sum(x.nbytes for x in jax.tree.leaves(st))
+    widths = sum(config.hidden) + 1
+    assert acts == 4 * config.capacity * max(config.b0_particles, config.num_particles) * widths
+    init_fn, apply_fn = nvi.mlp((16, 16), 1.0)
+    custom = nvi.Network(init_fn, lambda p, x: apply_fn(p, x))
+    assert nvi.memory_estimate(model, config, custom)[1] == acts // widths
+    # a bank too large for the limit is refused before anything is allocated or compiled
+    monkeypatch.setenv("JAXPOMDP_MAX_MODEL_BYTES", str(state + acts - 1))
+    with pytest.raises(ConfigError, match=r"NVI's state and activations would need about .* \(state "):
+        nvi.solve(model, time_limit=5.0, config=config)
+    monkeypatch.setenv("JAXPOMDP_MAX_MODEL_BYTES", str(state + acts + 2 ** 20))
+    nvi.solve(model, time_limit=1.0, config=config, max_iterations=1)

@@ -118,18 +118,23 @@ from jaxpomdp.checkpoint import Checkpoint, CheckpointError, Checkpointer, stopp
 from jaxpomdp.controller import (Controller, ControllerPolicy, exact_alphas, init_params, mlp, node_values,
                                  reachable)
 from jaxpomdp.errors import ConfigError, is_integer
+from jaxpomdp.io.limits import gib, refusal
 from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model, check_solve_args
 
 __all__ = ["Config", "TABULAR_SETTINGS", "NVIState", "Network", "BackupResult", "default_config", "init", "collect",
            "backup", "train_step", "explore", "train", "update", "prune", "value_at_b0", "controller_of", "solve",
-           "upper_bound_at_b0", "mlp", "snapshot", "best_controller", "parse_overrides", "check_config"]
+           "upper_bound_at_b0", "mlp", "snapshot", "memory_estimate", "best_controller", "parse_overrides", "check_config"]
 
 #: Float type of the networks and of the solver's arithmetic.
 DTYPE = jnp.float32
 
 #: :func:`solve` refuses default networks whose first layers (all nodes) exceed this.
 MAX_FIRST_LAYER_BYTES = 2 ** 30
+
+#: :func:`solve` refuses a configuration whose state and largest activations (:func:`memory_estimate`)
+#: would exceed this or the memory available (``JAXPOMDP_MAX_MODEL_BYTES`` sets another limit).
+MAX_SOLVER_BYTES = 2 ** 32
 
 
 class Config(NamedTuple):
@@ -537,6 +542,24 @@ def init(key: jax.Array, model: Any, config: Config = Config(), network: Optiona
         params, params, opt_state, actions, edges, active, home, jnp.zeros(N, jnp.int32), jnp.int32(A), pool,
         jnp.int32(1), b0_states, jnp.int32(0), jnp.int32(0), jnp.int32(0), _upper_table(model), actions, edges,
         active, params, jnp.int32(0), jnp.asarray(-jnp.inf, DTYPE), jnp.int32(-1), jnp.asarray(-jnp.inf, DTYPE)))
+
+
+def memory_estimate(model: Any, config: Config, network: Optional[Network] = None) -> tuple[int, int]:
+    """``(state bytes, activation bytes)`` of a solve, computed from shapes (nothing allocated).
+
+    The state is :func:`init`'s (networks, target networks and optimizer moments of
+    every node, home beliefs, belief pool, ``b0`` sample, ...). The activations are
+    those of every node's network at the largest batch of states it is valued on at
+    once, the ``b0`` sample or a belief's particles: ``4 capacity max(b0_particles,
+    num_particles) (sum(hidden) + 1)`` bytes for the default MLP (a custom network:
+    its outputs only). A lower estimate of the peak: XLA's own temporaries come on top.
+    """
+    shapes = jax.eval_shape(lambda k: init(k, model, config, network), jax.random.key(0))
+    state = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+    widths = sum(config.hidden) + 1 if network is None or network.apply_fn is mlp(config.hidden,
+                                                                                   config.value_scale)[1] else 1
+    states = max(config.b0_particles, config.num_particles)
+    return state, 4 * config.capacity * states * widths
 
 
 # -------------------------------------------------------------- value at b0
@@ -1175,6 +1198,13 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
       controller's size (``num_nodes``, ``parameter_bytes``,
       ``alpha_vector_bytes = num_nodes * |S| * 4``), the final ``value_estimate``
       and counts.
+
+    Raises:
+      ConfigError: a ``config`` outside its fields' ranges (:func:`check_config`), a
+        bank smaller than the number of actions, or one whose state and
+        activations (:func:`memory_estimate`) exceed the smaller of
+        :data:`MAX_SOLVER_BYTES` and the memory available (``JAXPOMDP_MAX_MODEL_BYTES``
+        sets the limit instead), before anything is allocated.
     """
     if time_limit is None and max_iterations is None:
         raise ValueError("give time_limit or max_iterations")
@@ -1205,6 +1235,12 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     apply_fn = network.apply_fn
     check_model(model)
     model = _with_upper_table(model)
+    state_bytes, activation_bytes = memory_estimate(model, config, network)
+    reason = refusal(state_bytes + activation_bytes, "NVI's state and activations would need about",
+                     MAX_SOLVER_BYTES, f" (state {gib(state_bytes)}, activations {gib(activation_bytes)})",
+                     hint="give a smaller Config.capacity, hidden, num_particles, b0_particles or pool_capacity")
+    if reason is not None:
+        raise ConfigError(reason)
     upper, upper_kind = upper_bound_at_b0(model)
     certified = upper_kind in ("qmdp", "fully-observable")
 
