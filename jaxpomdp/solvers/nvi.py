@@ -124,7 +124,8 @@ from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model, ch
 
 __all__ = ["Config", "TABULAR_SETTINGS", "NVIState", "Network", "BackupResult", "default_config", "init", "collect",
            "backup", "train_step", "explore", "train", "update", "prune", "value_at_b0", "controller_of", "solve",
-           "upper_bound_at_b0", "mlp", "snapshot", "memory_estimate", "best_controller", "parse_overrides", "check_config"]
+           "upper_bound_at_b0", "mlp", "snapshot", "memory_estimate", "best_controller", "parse_overrides",
+           "check_config"]
 
 #: Float type of the networks and of the solver's arithmetic.
 DTYPE = jnp.float32
