@@ -163,6 +163,9 @@ def test_problem_given_as_a_file(tmp_path, capsys):
     (["tiger", "--solver", "nvi", "--set", "capacity=2"], "capacity 2 < 3 actions"),
     (["tiger", "--solver", "nvi", "--set", "capacity=1000000", "--set", "hidden=[1024]"],
      "7.6 GiB for the networks' first layers"),
+    # a simulator's features are not one-hot, and it is already a simulator: the hint is the bank's size
+    (["rocksample:5,5", "--solver", "nvi", "--set", "capacity=3000000"],
+     "16 state features x 3000000 nodes would need 5.7 GiB for the networks' first layers alone; give a smaller"),
     # networks, particles or a pool too large: refused before allocating (it was XLA's out-of-memory traceback)
     (["tiger", "--solver", "nvi", "--set", "hidden=[30000,30000]"], "NVI's state and activations would need about"),
     (["rocksample:5,5", "--solver", "nvi", "--set", "num_particles=20000000"], "give a smaller Config.capacity"),

@@ -1229,10 +1229,12 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
         F = int(jax.eval_shape(lambda k: model.features(model.initial_state(k)), jax.random.key(0)).shape[-1])
         first_layer = 4 * F * (config.hidden[0] if config.hidden else 1) * config.capacity
         if first_layer > MAX_FIRST_LAYER_BYTES:
+            one_hot = isinstance(model, TabularPOMDP) and model.state_features is None
             raise ConfigError(
-                f"{F} state features (one-hot over {F} states?) x {config.capacity} nodes would need "
-                f"{first_layer / 2 ** 30:.1f} GiB for the networks' first layers alone; give the model "
-                "state_features, a smaller Config.capacity / hidden, or use a simulator (e.g. rocksample_sim)")
+                f"{F} state features{f' (one-hot over the {F} states)' if one_hot else ''} x {config.capacity} "
+                f"nodes would need {first_layer / 2 ** 30:.1f} GiB for the networks' first layers alone; give "
+                + ("the model state_features, a smaller Config.capacity / hidden, or use a simulator (e.g. "
+                   "rocksample_sim)" if one_hot else "a smaller Config.capacity / hidden"))
     apply_fn = network.apply_fn
     check_model(model)
     model = _with_upper_table(model)
