@@ -161,14 +161,15 @@ def test_problem_given_as_a_file(tmp_path, capsys):
     (["tiger", "--solver", "nvi", "--set", "capacty=16"], "FIELD one of capacity, hidden"),
     (["tiger", "--solver", "nvi", "--set", "hidden=[0]"], "expected a list of positive integers"),
     (["tiger", "--solver", "nvi", "--set", "capacity=2"], "capacity 2 < 3 actions"),
+    # networks, particles or a pool too large: refused before allocating (it was XLA's out-of-memory traceback);
+    # a tabular model's one-hot features make every network's first layer as wide as the state space
     (["tiger", "--solver", "nvi", "--set", "capacity=1000000", "--set", "hidden=[1024]"],
-     "7.6 GiB for the networks' first layers"),
-    # a simulator's features are not one-hot, and it is already a simulator: the hint is the bank's size
-    (["rocksample:5,5", "--solver", "nvi", "--set", "capacity=3000000"],
-     "16 state features x 3000000 nodes would need 5.7 GiB for the networks' first layers alone; give a smaller"),
-    # networks, particles or a pool too large: refused before allocating (it was XLA's out-of-memory traceback)
+     "; give the model state_features (one-hot over its 2 states now), a smaller Config.capacity"),
     (["tiger", "--solver", "nvi", "--set", "hidden=[30000,30000]"], "NVI's state and activations would need about"),
-    (["rocksample:5,5", "--solver", "nvi", "--set", "num_particles=20000000"], "give a smaller Config.capacity"),
+    # a simulator's features are not one-hot, and it is already a simulator: the hint is the sizes alone
+    (["rocksample:5,5", "--solver", "nvi", "--set", "capacity=3000000"],
+     "NVI's state and activations would need about"),
+    (["rocksample:5,5", "--solver", "nvi", "--set", "num_particles=20000000"], "; give a smaller Config.capacity"),
     (["tiger", "--seed", str(2 ** 64)], "--seed must be in [-2**63, 2**63)"),
     (["tiger", "--tolerance", "-1"], "--tolerance must be in [0, 1)"),
     (["tiger", "--tolerance", "nan"], "--tolerance must be in [0, 1)"),

@@ -130,9 +130,6 @@ __all__ = ["Config", "TABULAR_SETTINGS", "NVIState", "Network", "BackupResult", 
 #: Float type of the networks and of the solver's arithmetic.
 DTYPE = jnp.float32
 
-#: :func:`solve` refuses default networks whose first layers (all nodes) exceed this.
-MAX_FIRST_LAYER_BYTES = 2 ** 30
-
 #: :func:`solve` refuses a configuration whose state and largest activations (:func:`memory_estimate`)
 #: would exceed this or the memory available (``JAXPOMDP_MAX_MODEL_BYTES`` sets another limit).
 MAX_SOLVER_BYTES = 2 ** 32
@@ -1226,22 +1223,16 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     user_model = model
     if network is None:
         network = Network(*mlp(config.hidden, config.value_scale))
-        F = int(jax.eval_shape(lambda k: model.features(model.initial_state(k)), jax.random.key(0)).shape[-1])
-        first_layer = 4 * F * (config.hidden[0] if config.hidden else 1) * config.capacity
-        if first_layer > MAX_FIRST_LAYER_BYTES:
-            one_hot = isinstance(model, TabularPOMDP) and model.state_features is None
-            raise ConfigError(
-                f"{F} state features{f' (one-hot over the {F} states)' if one_hot else ''} x {config.capacity} "
-                f"nodes would need {first_layer / 2 ** 30:.1f} GiB for the networks' first layers alone; give "
-                + ("the model state_features, a smaller Config.capacity / hidden, or use a simulator (e.g. "
-                   "rocksample_sim)" if one_hot else "a smaller Config.capacity / hidden"))
     apply_fn = network.apply_fn
     check_model(model)
     model = _with_upper_table(model)
     state_bytes, activation_bytes = memory_estimate(model, config, network)
+    smaller = "a smaller Config.capacity, hidden, num_particles, b0_particles or pool_capacity"
+    one_hot = isinstance(model, TabularPOMDP) and model.state_features is None  # F = S inputs per network
     reason = refusal(state_bytes + activation_bytes, "NVI's state and activations would need about",
                      MAX_SOLVER_BYTES, f" (state {gib(state_bytes)}, activations {gib(activation_bytes)})",
-                     hint="give a smaller Config.capacity, hidden, num_particles, b0_particles or pool_capacity")
+                     hint=(f"give the model state_features (one-hot over its {model.num_states} states now), "
+                           f"{smaller}, or use a simulator (e.g. rocksample_sim)") if one_hot else f"give {smaller}")
     if reason is not None:
         raise ConfigError(reason)
     upper, upper_kind = upper_bound_at_b0(model)
