@@ -197,7 +197,8 @@ def _returns_stats(key, model, policy, num_episodes, horizon, batch_size):
     per_batch = -(-num_episodes // num_batches)
     keys = jax.random.split(key, num_episodes)
     keys = jnp.concatenate([keys, keys[: num_batches * per_batch - num_episodes]])
-    returns = lax.map(lambda k: _batch_returns(k, model, policy, horizon), keys.reshape(num_batches, per_batch))
+    keys = keys.reshape((num_batches, per_batch) + keys.shape[1:])  # legacy uint32[2] keys too
+    returns = lax.map(lambda k: _batch_returns(k, model, policy, horizon), keys)
     returns = returns.reshape(-1)[:num_episodes]
     mean = jnp.mean(returns)
     if num_episodes == 1:  # one sample says nothing about the spread

@@ -394,3 +394,18 @@ def test_memory_estimate_counts_the_state_init_allocates(monkeypatch):
         nvi.solve(model, time_limit=5.0, config=config)
     monkeypatch.setenv("JAXPOMDP_MAX_MODEL_BYTES", str(state + acts + 2 ** 20))
     nvi.solve(model, time_limit=1.0, config=config, max_iterations=1)
+
+
+def test_legacy_uint32_keys_give_the_typed_keys_results():
+    # nvi.init / nvi.update take the caller's key: a jax.random.PRNGKey(0) (uint32[2]) is the same threefry
+    # key as its typed wrapper; the per-action key grids were reshaped as if keys were scalars
+    model = rocksample_sim(4, 4)
+    config = nvi.default_config(model, capacity=16, num_particles=8, b0_particles=32, hidden=(8,))
+    apply_fn = nvi.mlp(config.hidden, config.value_scale)[1]
+
+    def run(key):
+        st = nvi.init(key, model, config)
+        return nvi.update(key, model, st, config, apply_fn)
+    legacy = jax.random.PRNGKey(5)
+    for x, y in zip(jax.tree.leaves(run(legacy)), jax.tree.leaves(run(jax.random.wrap_key_data(legacy)))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -351,3 +351,15 @@ def test_a_policy_that_does_not_fit_the_model_is_refused():
 def test_evaluate_refuses_empty_counts(kwargs, phrase):
     with pytest.raises(ValueError, match=phrase):
         simulate.evaluate(jax.random.key(0), problems.tiger(), BlindPolicy(jnp.int32(0)), **kwargs)
+
+
+@pytest.mark.parametrize("batch_size", [1024, 7])
+def test_legacy_uint32_keys_give_the_typed_keys_results(batch_size):
+    # jax.random.PRNGKey(0) (uint32[2]) is the same threefry key as its typed wrapper; evaluate
+    # reshaped its split keys as if they were scalars and failed with "cannot reshape array"
+    m = problems.tiger()
+    legacy = jax.random.PRNGKey(3)
+    a = simulate.evaluate(legacy, m, greedy_qmdp_policy(m), num_episodes=20, batch_size=batch_size)
+    b = simulate.evaluate(jax.random.wrap_key_data(legacy), m, greedy_qmdp_policy(m), num_episodes=20,
+                          batch_size=batch_size)
+    assert float(a.mean) == float(b.mean) and float(a.stderr) == float(b.stderr)

@@ -599,7 +599,7 @@ def collect(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: 
             s2, _, r, d = jax.vmap(lambda k, s: _step(model, k, s, a))(keys, states)
             return jnp.mean(r + gamma * jnp.where(d, 0, jax.vmap(lambda x: _upper_value(model, st, x))(s2))), \
                 jnp.std(r)
-        keys = jax.random.split(key, A * n).reshape(A, n)
+        keys = jax.random.split(key, (A, n))
         return jax.vmap(q)(jnp.arange(A), keys)
 
     def upper_action(key, state):
@@ -620,7 +620,7 @@ def collect(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: 
             z = z / jnp.maximum(jnp.sum(z, axis=1, keepdims=True), 1e-30)
             ent = lambda p: -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1)), 0), axis=-1)  # noqa: E731
             return ent(jnp.mean(z, axis=0)) - jnp.mean(ent(z))
-        keys = jax.random.split(key, A * P).reshape(A, P)
+        keys = jax.random.split(key, (A, P))
         gain = jax.vmap(mi)(jnp.arange(A), keys)
         return jnp.argmax(gain).astype(jnp.int32), jnp.max(gain)
 
@@ -765,7 +765,7 @@ def backup(key: jax.Array, model: Any, st: NVIState, b_states: Any, apply_fn: Ca
         a, keys = args
         return _successors(keys, model, st, b_states, a, apply_fn, table, verify, horizon, shortlist, F0)
 
-    keys = jax.random.split(key, A * P).reshape(A, P)
+    keys = jax.random.split(key, (A, P))
     q, succ = lax.map(per_action, (jnp.arange(A, dtype=jnp.int32), keys))
     a_star = jnp.argmax(q).astype(jnp.int32)
     v_old = jnp.mean(F0, axis=1)
