@@ -81,7 +81,7 @@ def _float(model) -> Any:
 def from_states(states: Any, dtype=None) -> ParticleBelief:
     """Equally weighted particles at the given states (leading axis ``P``)."""
     P = jax.tree.leaves(states)[0].shape[0]
-    return ParticleBelief(states, jnp.zeros(P, dtype or jnp.float_))
+    return ParticleBelief(states, jnp.zeros(P, dtype or jax.dtypes.canonicalize_dtype(jnp.float_)))
 
 
 def init(key: jax.Array, model: Any, num_particles: int) -> ParticleBelief:
