@@ -29,6 +29,7 @@ from jax import lax
 
 from jaxpomdp import belief
 from jaxpomdp.model import TabularPOMDP
+from jaxpomdp.precision import exact
 
 __all__ = ["successor_beliefs", "Backup", "point_backup", "point_backup_used", "point_backup_batch",
            "lower_value", "lower_value_used", "best_used", "lower_value_batch", "backed_up_vector"]
@@ -63,11 +64,13 @@ class Backup(NamedTuple):
     successors: jax.Array
 
 
+@exact
 def lower_value(alphas: jax.Array, mask: jax.Array, b: jax.Array) -> jax.Array:
     """``max_{k: mask[k]} alphas[k] . b`` (``-inf`` if no vector is in use)."""
     return jnp.max(jnp.where(mask, alphas @ b, -jnp.inf))
 
 
+@exact
 def best_used(alphas: jax.Array, count: jax.Array, x: jax.Array, *, chunk: int = 256):
     """``max`` and ``argmax`` over the first ``count`` rows ``k`` of ``alphas[k] . x``.
 
@@ -102,6 +105,7 @@ def lower_value_batch(alphas, mask, beliefs, *, chunk: int = 1024) -> jax.Array:
     return lax.map(lambda b: lower_value(alphas, mask, b), beliefs, batch_size=min(chunk, beliefs.shape[0]))
 
 
+@exact
 def backed_up_vector(model: TabularPOMDP, alphas: jax.Array, a: jax.Array, chosen: jax.Array) -> jax.Array:
     """``alpha(s) = R(s, a) + gamma sum_o sum_s' T(s'|s, a) Z(o|a, s') alphas[chosen[o]](s')``.
 
@@ -118,6 +122,7 @@ def backed_up_vector(model: TabularPOMDP, alphas: jax.Array, a: jax.Array, chose
     return model.reward[a] + model.discount * jnp.sum(model.next_prob[a] * successor[model.next_state[a]], axis=-1)
 
 
+@exact
 def point_backup(model: TabularPOMDP, alphas: jax.Array, mask: jax.Array, b: jax.Array) -> Backup:
     """The point-based Bellman backup of ``(alphas, mask)`` at belief ``b``.
 
@@ -149,6 +154,7 @@ def point_backup(model: TabularPOMDP, alphas: jax.Array, mask: jax.Array, b: jax
     return Backup(alpha, a, q[a], q, chosen[a].astype(jnp.int32))
 
 
+@exact
 def point_backup_used(model: TabularPOMDP, alphas: jax.Array, count: jax.Array, b: jax.Array) -> Backup:
     """:func:`point_backup` against the first ``count`` vectors of ``alphas``, scanned in
     chunks, so the work grows with ``count`` rather than with the set's capacity."""

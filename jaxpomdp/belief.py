@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpomdp.model import TabularPOMDP
+from jaxpomdp.precision import exact
 
 __all__ = ["predict", "observation_probs", "update"]
 
@@ -54,6 +55,7 @@ def predict(model: TabularPOMDP, b: jax.Array, a: jax.Array) -> jax.Array:
 
 
 @jax.jit
+@exact
 def observation_probs(model: TabularPOMDP, b: jax.Array, a: jax.Array) -> jax.Array:
     """The distribution of the next observation.
 

@@ -63,6 +63,7 @@ import numpy as np
 from jax import lax
 
 from jaxpomdp.model import TabularPOMDP
+from jaxpomdp.precision import exact
 
 __all__ = ["check_discount", "blind_alphas", "fib", "sawtooth", "sawtooth_used", "sawtooth_batch", "blind_lower_bound", "qmdp", "qmdp_upper_bound",
            "implicit_fixed_point", "DEFAULT_TOL", "DEFAULT_MAX_ITER"]
@@ -247,6 +248,7 @@ def _fib_bellman(model: TabularPOMDP):
     # weights[a, s, k, o] = T(s_k | s, a) Z(o | a, s_k)
     weights = model.next_prob[..., None] * model.obs_prob[a, model.next_state]
 
+    @exact
     def bellman(r, q):
         succ = q[:, model.next_state]  # [A', A, S, K]: q(s_k, a')
         inner = jnp.einsum("asko,bask->asob", weights, succ)  # [A, S, O, A']
@@ -360,6 +362,7 @@ def _fib(model: TabularPOMDP, tol, max_iter) -> jax.Array:
     return _certified_fixed_point(model, _fib_bellman, x0, tol, max_iter, side=+1, axis=None)
 
 
+@exact
 def sawtooth(points: jax.Array, values: jax.Array, mask: jax.Array, corner: jax.Array,
              b: jax.Array) -> jax.Array:
     """The sawtooth upper bound at a belief (Hauskrecht 2000; HSVI, Smith & Simmons 2004).
@@ -397,6 +400,7 @@ def sawtooth(points: jax.Array, values: jax.Array, mask: jax.Array, corner: jax.
     return b @ corner + jnp.minimum(jnp.min(weight * gain), 0)
 
 
+@exact
 def sawtooth_used(points: jax.Array, values: jax.Array, count: jax.Array, corner: jax.Array,
                   b: jax.Array, *, chunk: int = 256) -> jax.Array:
     """:func:`sawtooth` over the first ``count`` points, ``chunk`` at a time.
@@ -426,6 +430,7 @@ def sawtooth_batch(points, values, mask, corner, beliefs, *, chunk: int = 256) -
 
 
 @jax.jit
+@exact
 def _best(vectors: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(max_a vectors[a] . b, argmax_a)``."""
     chex.assert_rank([vectors, b], [2, 1])

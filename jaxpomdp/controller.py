@@ -49,6 +49,7 @@ from jax import lax
 
 from jaxpomdp import particles
 from jaxpomdp.policy import bucket_size
+from jaxpomdp.precision import HIGHEST, exact
 
 __all__ = ["Controller", "MLP", "mlp", "init_params", "node_values", "belief_values", "best_node",
            "ControllerPolicy", "ParticleArgmaxPolicy", "ParticleRolloutPolicy", "controller_return", "reachable",
@@ -404,6 +405,7 @@ def exact_alphas(controller: Controller, model: Any, tol: float = 1e-6, max_iter
         z = m.obs_prob[a]                                           # [N, S', O]
         rows = jnp.arange(a.shape[0])[:, None, None]
 
+        @exact
         def sweep(V):
             W = jnp.einsum("nso,nos->ns", z, V[e])                    # [N, S'] value on arrival
             return reward + gamma * jnp.sum(prob * W[rows, succ], axis=-1)
@@ -444,7 +446,7 @@ def exact_value(controller: Controller, model: Any, tol: float = 1e-6, max_itera
     model's numbers (:func:`exact_alphas`; ``initial_belief`` too).
     """
     alphas = exact_alphas(controller, model, tol, max_iterations)
-    value = alphas[controller.start] @ model.initial_belief
+    value = jnp.dot(alphas[controller.start], model.initial_belief, precision=HIGHEST)
     return value if isinstance(value, jax.core.Tracer) else float(value)
 
 
@@ -486,7 +488,7 @@ def plan_value(actions: jax.Array, successors: jax.Array, model: Any, b: Optiona
     graph = Controller(actions, successors, jnp.ones(actions.shape, bool), None, jnp.int32(0))
     alphas = exact_alphas(graph, model, tol, max_iterations)
     b = model.initial_belief if b is None else b
-    return jnp.max(alphas @ b)
+    return jnp.max(jnp.matmul(alphas, b, precision=HIGHEST))
 
 
 # ------------------------------------------------------------------ export

@@ -44,6 +44,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from jaxpomdp.model import TabularPOMDP, dense_transitions
+from jaxpomdp.precision import exact
 from jaxpomdp.stochastic import observation_features
 
 __all__ = ["Chain", "induced_chain", "stationary_distribution", "average_reward", "gradient",
@@ -64,6 +65,7 @@ class Chain(NamedTuple):
     start: jax.Array
 
 
+@exact
 def induced_chain(model: TabularPOMDP, policy: Any, params: Any, restart_prob=0.0) -> Chain:
     """The chain a stochastic policy induces on ``(state, last observation, memory)``.
 
@@ -97,6 +99,7 @@ def induced_chain(model: TabularPOMDP, policy: Any, params: Any, restart_prob=0.
     return Chain(P, reward, start)
 
 
+@exact
 def stationary_distribution(P: jax.Array) -> jax.Array:
     """The stationary distribution ``pi`` of ``P``: solves ``pi' (I - P + e e') = e'``."""
     X = P.shape[0]
@@ -116,12 +119,14 @@ def chain_derivatives(chain_fn: Callable[[Any], Chain], params: Any):
     return chain, jnp.moveaxis(dP, -1, 0), jnp.moveaxis(dr, -1, 0), unravel
 
 
+@exact
 def average_reward(chain_fn: Callable[[Any], Chain], params: Any) -> jax.Array:
     """``eta(theta) = pi' r``."""
     chain = chain_fn(params)
     return stationary_distribution(chain.transition) @ chain.reward
 
 
+@exact
 def stationary_gradient(chain_fn: Callable[[Any], Chain], params: Any) -> jax.Array:
     """``grad pi'``, float[K, X] (K flat parameters): ``pi' (grad_k P) (I - P + e pi')^{-1}``."""
     chain, dP, _, _ = chain_derivatives(chain_fn, params)
@@ -131,6 +136,7 @@ def stationary_gradient(chain_fn: Callable[[Any], Chain], params: Any) -> jax.Ar
     return jnp.linalg.solve(fundamental.T, jnp.einsum("x,kxy->yk", pi, dP)).T
 
 
+@exact
 def gradient(chain_fn: Callable[[Any], Chain], params: Any) -> Any:
     """``grad eta = pi' (grad r) + pi' (grad P) (I - P + e pi')^{-1} r``, shaped like ``params``."""
     chain, dP, dr, unravel = chain_derivatives(chain_fn, params)
@@ -141,6 +147,7 @@ def gradient(chain_fn: Callable[[Any], Chain], params: Any) -> Any:
     return unravel(dr @ pi + jnp.einsum("x,kxy,y->k", pi, dP, v))
 
 
+@exact
 def beta_gradient(chain_fn: Callable[[Any], Chain], params: Any, beta) -> Any:
     """``grad_beta eta = pi' (grad r) + beta pi' (grad P) J_beta``, ``J_beta = (I - beta P)^{-1} r``.
 
@@ -153,6 +160,7 @@ def beta_gradient(chain_fn: Callable[[Any], Chain], params: Any, beta) -> Any:
     return unravel(dr @ pi + beta * jnp.einsum("x,kxy,y->k", pi, dP, J))
 
 
+@exact
 def expected_estimate(chain_fn: Callable[[Any], Chain], params: Any, beta, num_steps: int) -> Any:
     """``E[Delta_T]``, the exact expectation of GPOMDP's estimate after ``T = num_steps`` steps.
 

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxpomdp.model import TabularPOMDP
+from jaxpomdp.precision import exact
 
 __all__ = ["ParticleBelief", "UpdateInfo", "init", "from_states", "update", "resample",
            "effective_sample_size", "normalized_weights", "expectation", "likelihood"]
@@ -104,6 +105,7 @@ def effective_sample_size(belief: ParticleBelief) -> jax.Array:
     return 1.0 / jnp.sum(w * w)
 
 
+@exact
 def expectation(belief: ParticleBelief, values: jax.Array) -> jax.Array:
     """``sum_i w_i values[i, ...]`` over the particle axis (the first)."""
     w = normalized_weights(belief)

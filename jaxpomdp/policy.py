@@ -33,6 +33,7 @@ from flax import struct
 
 from jaxpomdp import belief, bounds
 from jaxpomdp.model import TabularPOMDP
+from jaxpomdp.precision import HIGHEST, exact
 
 __all__ = ["Policy", "BlindPolicy", "AlphaVectorPolicy", "greedy_qmdp_policy", "blind_policy", "bucket_size",
            "MIN_BUCKET"]
@@ -124,11 +125,13 @@ class AlphaVectorPolicy:
     alphas: jax.Array
     actions: jax.Array
 
+    @exact
     def value(self, b: jax.Array) -> jax.Array:
         """float[] ``max_k alphas[k] . b`` for a belief float[S]."""
         chex.assert_rank(b, 1)
         return jnp.max(self.alphas @ b)
 
+    @exact
     def action_for(self, b: jax.Array) -> jax.Array:
         """int32[] the action of the best vector at belief float[S]."""
         chex.assert_rank(b, 1)
@@ -191,5 +194,5 @@ def blind_policy(model: TabularPOMDP, **kwargs) -> tuple[BlindPolicy, jax.Array]
       (0, [-20.0, -20.0])
     """
     alphas = bounds.blind_alphas(model, **kwargs)
-    best = jnp.argmax(alphas @ model.initial_belief).astype(jnp.int32)
+    best = jnp.argmax(jnp.matmul(alphas, model.initial_belief, precision=HIGHEST)).astype(jnp.int32)
     return BlindPolicy(best), alphas[best]

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxpomdp.precision import exact
+
 __all__ = ["pointwise_dominated", "dominators", "best_at_beliefs"]
 
 
@@ -66,6 +68,7 @@ def dominators(alphas: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 @jax.jit
+@exact
 def best_at_beliefs(alphas: jax.Array, mask: jax.Array, beliefs: jax.Array,
                     belief_mask: jax.Array) -> jax.Array:
     """Vectors to keep: those that are the best (``argmax_k alpha_k . b``) at some belief.

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jaxpomdp.precision import exact
 from jaxpomdp.problems.rocksample import (BAD_SAMPLE_PENALTY, DEFAULT_HALF_EFFICIENCY, EXIT_REWARD,
                                           GOOD_SAMPLE_REWARD, ILLEGAL_PENALTY, STANDARD_HALF_EFFICIENCY,
                                           STANDARD_LAYOUTS, _check_layout, check_seed, draw_rocks,
@@ -225,6 +226,7 @@ class RockSampleSim:
         return nxt, obs, reward, nxt.terminal
 
     # ---------------------------------------------------- particle beliefs
+    @exact
     def resample_particles(self, key: jax.Array, states: RockState, weights: jax.Array) -> RockState:
         """``P`` equally weighted particles for weighted ones (:func:`jaxpomdp.particles.update` calls it).
 

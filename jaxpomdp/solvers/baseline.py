@@ -24,6 +24,7 @@ from jaxpomdp import bounds
 from jaxpomdp.errors import InvalidModelError, NumericalError, is_integer
 from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP, validate
 from jaxpomdp.policy import AlphaVectorPolicy, BlindPolicy
+from jaxpomdp.precision import exact
 
 __all__ = ["SolveResult", "solve_blind", "solve_qmdp", "timed_call", "compile_cached", "check_model",
            "check_finite", "all_finite", "value_scale", "check_solve_args"]
@@ -268,6 +269,7 @@ def value_scale(model: Any):
 
 
 # ------------------------------------------------------------ the baselines
+@exact
 def _bounds(model: TabularPOMDP):
     blind = bounds.blind_alphas(model)
     q = bounds.qmdp(model)

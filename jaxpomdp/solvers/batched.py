@@ -64,6 +64,7 @@ from jax import lax
 
 from jaxpomdp import backup, bounds
 from jaxpomdp.model import TabularPOMDP
+from jaxpomdp.precision import exact
 
 __all__ = ["FixedSolution", "solve_fixed", "solve_fixed_batch", "BatchBounds", "blind_batch", "qmdp_batch",
            "fib_batch", "bounds_batch", "stack_models", "model_at", "batch_size", "reachable_beliefs",
@@ -98,6 +99,7 @@ class FixedSolution(NamedTuple):
     history: jax.Array
 
 
+@exact
 def _upper_backup(model: TabularPOMDP, points, values, corner, b):
     """``max_a [R_a . b + gamma sum_o U(tau(b, a, o))]`` under the sawtooth ``U`` of ``(points, values)``."""
     tau = backup.successor_beliefs(model, b)  # [A, O, S], unnormalised (sawtooth is homogeneous)
@@ -106,6 +108,7 @@ def _upper_backup(model: TabularPOMDP, points, values, corner, b):
     return jnp.max(model.reward @ b + model.discount * jnp.sum(u, axis=1))
 
 
+@exact
 def solve_fixed(model: TabularPOMDP, beliefs: jax.Array, num_iterations: int, *, upper: bool = True,
                 chunk: int = 64) -> FixedSolution:
     """Point-based value iteration on a fixed belief set, with certified bounds at ``b0``.
@@ -467,6 +470,7 @@ def bounds_batch(models: TabularPOMDP, beliefs: jax.Array | None = None, *, tol:
 
 
 @functools.partial(jax.jit, static_argnames=("tol", "max_iter"))
+@exact
 def _bounds_batch(models: TabularPOMDP, beliefs: jax.Array, tol: float, max_iter: int) -> BatchBounds:
     def one(model, b):
         vectors = [_vectors(model, which, tol, max_iter) for which in ("blind", "qmdp", "fib")]

@@ -47,6 +47,7 @@ from jax.sharding import Mesh
 
 from jaxpomdp import distributed
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, start_seconds, stopped
+from jaxpomdp.precision import HIGHEST
 from jaxpomdp.solvers import gpomdp as gpomdp_lib
 from jaxpomdp.solvers.baseline import (SolveResult, all_finite, check_finite, check_model, check_solve_args,
                                        compile_cached)
@@ -55,6 +56,11 @@ __all__ = ["ConjState", "LineSearch", "gsearch", "init", "update", "conjpomdp", 
            "gpomdp_oracle"]
 
 GradFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _inner(x: jax.Array, y: jax.Array) -> jax.Array:
+    """``x . y`` in full float32 on every device: the line search acts on its sign (see :mod:`jaxpomdp.precision`)."""
+    return jnp.vdot(x, y, precision=HIGHEST)
 
 
 class LineSearch(NamedTuple):
@@ -95,7 +101,7 @@ def gsearch(key: jax.Array, grad_fn: GradFn, theta: jax.Array, h: jax.Array, s0,
     eps = jnp.asarray(eps, dtype)
 
     def slope(key, s):
-        return jnp.vdot(grad_fn(key, theta + s * h), h)
+        return _inner(grad_fn(key, theta + s * h), h)
 
     # One loop, one gradient call site (so the oracle is compiled once). Evaluation 0 is
     # at s0 and fixes the branch (back: halve, else double); every later evaluation ends
@@ -159,10 +165,10 @@ def update(state: ConjState, grad_fn: GradFn, *, s0, eps, max_line_steps: int = 
     line = gsearch(k_line, grad_fn, state.params, state.direction, s0, eps, max_line_steps)
     g = state.grad
     delta = grad_fn(k_grad, line.params)
-    gg = jnp.vdot(g, g)
-    gamma = jnp.where(gg > 0, jnp.vdot(delta - g, delta) / jnp.where(gg > 0, gg, 1), 0)
+    gg = _inner(g, g)
+    gamma = jnp.where(gg > 0, _inner(delta - g, delta) / jnp.where(gg > 0, gg, 1), 0)
     h = delta + gamma * state.direction
-    h = jnp.where(jnp.vdot(h, delta) < 0, delta, h)
+    h = jnp.where(_inner(h, delta) < 0, delta, h)
     return ConjState(line.params, delta, h, key, state.iteration + 1,
                      state.evaluations + line.evaluations + 1, line.step)
 
@@ -188,7 +194,7 @@ def conjpomdp(key: jax.Array, grad_fn: Callable[[jax.Array, Any], Any], params: 
     flat_grad = lambda k, f: ravel_pytree(grad_fn(k, unravel(f)))[0]  # noqa: E731
     state = jax.jit(init, static_argnums=1)(key, flat_grad, flat)
     step = jax.jit(lambda st: update(st, flat_grad, s0=s0, eps=eps, max_line_steps=max_line_steps))
-    while int(state.iteration) < max_iterations and float(jnp.vdot(state.grad, state.grad)) >= eps:
+    while int(state.iteration) < max_iterations and float(_inner(state.grad, state.grad)) >= eps:
         state = step(state)
     return unravel(state.params), state
 
@@ -254,7 +260,7 @@ def _solver_step(state, key, model, policy, template, rho, config):
     eta = gpomdp_lib._gpomdp(key, model, policy, unravel(state.params), config.beta, rho, config.num_steps,
                              config.num_chains)[2]
     finite = jnp.stack([all_finite(state.grad), all_finite(state.params)])
-    return state, jnp.vdot(state.grad, state.grad), eta, finite
+    return state, _inner(state.grad, state.grad), eta, finite
 
 
 def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optional[float] = None, seed: int = 0,
@@ -349,7 +355,7 @@ def _solve(model, time_limit, seed, callback, config, policy, params, max_iterat
     if resume is None:
         start = time.perf_counter()
         state = init_fn(k_state, model, policy, params, rho)
-        grad_sq = float(jnp.vdot(state.grad, state.grad))
+        grad_sq = float(_inner(state.grad, state.grad))
         history = []
         if not np.isfinite(grad_sq):  # the initial parameters are the caller's (or finite random ones)
             check_finite("conjpomdp", 0, {"gradient estimate": state.grad, "squared gradient norm": grad_sq},

@@ -47,6 +47,7 @@ from jaxpomdp import distributed, stochastic
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, model_fingerprint, start_seconds, stopped
 from jaxpomdp.errors import ConfigError
 from jaxpomdp.io.limits import refusal
+from jaxpomdp.precision import HIGHEST
 from jaxpomdp.solvers.baseline import (SolveResult, all_finite, check_finite, check_model, check_solve_args,
                                        compile_cached)
 
@@ -216,7 +217,7 @@ def _olpomdp(key, model, policy, params, beta, restart_prob, step_size, num_step
                                            restart_prob=restart_prob)
         chains, rewards, z = jax.vmap(one)(chains, jax.random.split(key, num_chains))
         rewards = rewards.astype(dtype)
-        update = jax.tree.map(lambda zi: jnp.tensordot(rewards, zi, axes=1) / num_chains, z)
+        update = jax.tree.map(lambda zi: jnp.tensordot(rewards, zi, axes=1, precision=HIGHEST) / num_chains, z)
         params = jax.tree.map(lambda p, u: p + step_size * u, params, update)
         return (chains, params), jnp.mean(rewards)
 

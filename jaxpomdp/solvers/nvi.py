@@ -120,6 +120,7 @@ from jaxpomdp.controller import (Controller, ControllerPolicy, exact_alphas, ini
 from jaxpomdp.errors import ConfigError, is_integer
 from jaxpomdp.io.limits import gib, refusal
 from jaxpomdp.model import TabularPOMDP
+from jaxpomdp.precision import HIGHEST, exact
 from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model, check_solve_args
 
 __all__ = ["Config", "TABULAR_SETTINGS", "NVIState", "Network", "BackupResult", "default_config", "init", "collect",
@@ -505,7 +506,7 @@ def upper_bound_at_b0(model: Any) -> tuple[Optional[float], str]:
     if isinstance(model, TabularPOMDP):
         bounds.check_discount(model)
         q = bounds.qmdp(model)
-        return float(jnp.max(q @ model.initial_belief)), "qmdp"
+        return float(jnp.max(jnp.matmul(q, model.initial_belief, precision=HIGHEST))), "qmdp"
     from jaxpomdp.problems.rocksample_sim import RockSampleSim, fully_observable_value
     if isinstance(model, RockSampleSim):
         fo = fully_observable_value(model)
@@ -721,13 +722,14 @@ def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, ve
     if verify > 0 and 0 < shortlist < P:
         sub = _spread(P, shortlist)
         F = jnp.where(d[None, sub], 0.0, values(_take(s2, sub), sub))  # [N, S]
-        ranked = jnp.where(st.active[:, None], F, 0.0) @ onehot[sub]
+        ranked = jnp.matmul(jnp.where(st.active[:, None], F, 0.0), onehot[sub], precision=HIGHEST)
         ranked = jnp.where(jnp.sum(onehot[sub], axis=0) > 0, ranked, jnp.sum(F, axis=1, keepdims=True))
         score = jnp.where(st.active[:, None], ranked, -jnp.inf)
     else:
         F = values(s2, slice(None))                                   # [N, P]
         F = jnp.where(d[None, :], 0.0, F)
-        score = jnp.where(st.active[:, None], jnp.where(st.active[:, None], F, 0.0) @ onehot, -jnp.inf)
+        score = jnp.where(st.active[:, None],
+                          jnp.matmul(jnp.where(st.active[:, None], F, 0.0), onehot, precision=HIGHEST), -jnp.inf)
     overall = jnp.argmax(jnp.sum(F, axis=1)).astype(jnp.int32)  # int64 under x64
     if verify <= 0:
         succ = jnp.where(seen, jnp.argmax(score, axis=0), overall).astype(jnp.int32)
@@ -742,7 +744,8 @@ def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, ve
         g = jax.vmap(lambda n: _controller_return(k, model, st, s, n, horizon, apply_fn))(nodes)
         return jnp.where(done, 0.0, g)
     y = jax.vmap(run)(k_run, s2, cand[o], d)                      # [P, K]
-    totals = jnp.where(st.active[cand], onehot.T @ y, -jnp.inf)  # [O, K]; fewer than K active: never a free slot
+    # [O, K]; fewer than K active: never a free slot
+    totals = jnp.where(st.active[cand], jnp.matmul(onehot.T, y, precision=HIGHEST), -jnp.inf)
     pick = jnp.argmax(totals, axis=1)
     succ = cand[jnp.arange(O), pick]
     cont = y[jnp.arange(P), pick[o]]
@@ -1063,6 +1066,7 @@ def _exact_ok(model: Any, st: NVIState) -> bool:
 
 
 @partial(jax.jit, static_argnames=("apply_fn",))
+@exact
 def _exact_start_values(model: TabularPOMDP, st: NVIState, apply_fn) -> jax.Array:
     """float[N]: every node's exact value at ``b0`` (``-inf`` for inactive nodes)."""
     ctrl = Controller(st.actions, st.edges, st.active, st.params, jnp.int32(0), apply_fn)

@@ -45,6 +45,7 @@ from jaxpomdp import backup, bounds, distributed, prune
 from jaxpomdp.errors import is_integer
 from jaxpomdp.model import TabularPOMDP
 from jaxpomdp.policy import AlphaVectorPolicy
+from jaxpomdp.precision import HIGHEST, exact
 from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model, check_solve_args, value_scale
 
 __all__ = ["PointBasedState", "Config", "default_config", "initial_capacity", "init", "initial_state", "update",
@@ -129,6 +130,7 @@ def upper_bound(state: PointBasedState, b: jax.Array) -> jax.Array:
     return bounds.sawtooth_used(state.points, state.values, state.num_points, state.corner, b)
 
 
+@exact
 def _upper_q(model: TabularPOMDP, state: PointBasedState, b: jax.Array):
     """``Q_U(b, a)`` float[A], the successor beliefs float[A, O, S] and ``U`` of each float[A, O]."""
     tau = backup.successor_beliefs(model, b)
@@ -224,7 +226,7 @@ def init(model: TabularPOMDP, *, alpha_capacity: int = 256, point_capacity: int 
     successors = jnp.zeros((alpha_capacity, O), jnp.int32).at[:A].set(
         jnp.broadcast_to(jnp.arange(A, dtype=jnp.int32)[:, None], (A, O)))
     points = jnp.zeros((point_capacity, S), dtype).at[0].set(b0)
-    values = jnp.zeros(point_capacity, dtype).at[0].set(jnp.max(q_fib @ b0))
+    values = jnp.zeros(point_capacity, dtype).at[0].set(jnp.max(jnp.matmul(q_fib, b0, precision=HIGHEST)))
     return PointBasedState(alphas, actions, witnesses, successors, jnp.int32(A), points, values, jnp.int32(1),
                            jnp.max(q_fib, axis=0), jnp.int32(0))
 
