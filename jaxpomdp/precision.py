@@ -30,7 +30,8 @@ from jax import lax
 
 __all__ = ["exact", "HIGHEST"]
 
-#: The precision for single products that :func:`exact` cannot wrap: ``jnp.dot(x, y, precision=HIGHEST)``.
+#: For one product inside a function that should not be wrapped whole (it also evaluates networks,
+#: or calls jit-compiled functions that would then compile twice): ``jnp.dot(x, y, precision=HIGHEST)``.
 HIGHEST = lax.Precision.HIGHEST
 
 F = TypeVar("F", bound=Callable)
