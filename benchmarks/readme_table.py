@@ -14,6 +14,13 @@ count and jax version of the machine running this script (run it right after the
 benchmarks, on the same machine) and the jax backend each benchmark recorded.
 Benchmarks without a JSON file are listed with the command that produces it.
 
+A long benchmark may run in parts, one process per core (``python benchmarks/nvi.py
+--problems A,B --json results/nvi-1.json`` and ``--problems C,D --json
+results/nvi-2.json``): ``NAME-*.json`` files beside (or instead of) ``NAME.json``
+are parts of the same table, their rows joined (listed by number of states where
+every row has one) and each file's date named. Parts must agree on their settings
+(seed, episodes, ``--quick``, ...); a benchmark without rows cannot be split.
+
 Exit status 2, with a one-line message, for a README without the markers or an
 unreadable JSON file.
 """
@@ -176,6 +183,36 @@ def _load(path: Path) -> dict:
         raise TableError(f"{path}: cannot read the benchmark results ({e})") from None
 
 
+# settings that the parts of one benchmark must share (those a part records)
+SHARED_SETTINGS = ("quick", "seed", "episodes", "argmax_episodes", "rollout_episodes", "method", "time_limit",
+                   "backend")
+
+
+def _parts(results: Path, name: str) -> list[Path]:
+    """``NAME.json`` and the ``NAME-*.json`` parts in ``results``, in name order."""
+    whole = results / f"{name}.json"
+    return ([whole] if whole.is_file() else []) + sorted(p for p in results.glob(f"{name}-*.json") if p.is_file())
+
+
+def _join(name: str, paths: list[Path], parts: list[dict]) -> dict:
+    """One benchmark's data from its parts: the first part's settings, every part's rows."""
+    if len(parts) == 1:
+        return parts[0]
+    for path, data in zip(paths, parts):
+        if not isinstance(data.get("rows"), list):
+            raise TableError(f"{path}: {name} has no rows, so it cannot be joined with "
+                             f"{', '.join(p.name for p in paths if p != path)}; keep one {name} file")
+    for key in SHARED_SETTINGS:
+        values = [data.get(key) for data in parts]
+        if any(v != values[0] for v in values):
+            seen = ", ".join(f"{p.name}: {v!r}" for p, v in zip(paths, values))
+            raise TableError(f"the parts of {name} disagree on {key} ({seen}); rerun them with the same settings")
+    rows = [r for data in parts for r in data["rows"]]
+    if all(isinstance(r.get("num_states"), int) for r in rows):
+        rows.sort(key=lambda r: r["num_states"])
+    return dict(parts[0], rows=rows)
+
+
 def render(results: Path) -> str:
     """The whole block, markers included."""
     import jax
@@ -187,13 +224,14 @@ def render(results: Path) -> str:
              "Do not edit by hand: rerun the benchmarks, then this script._", ""]
     missing = []
     for name in BENCHMARKS:
-        path = results / f"{name}.json"
-        if not path.is_file():
+        paths = _parts(results, name)
+        if not paths:
             missing.append(name)
             continue
-        data = _load(path)
-        lines += RENDER[name](data)
-        lines += ["", f"<sub>{path.name}: written {_when(path, data)}, {_backend(data)}.</sub>", ""]
+        parts = [_load(path) for path in paths]
+        lines += RENDER[name](_join(name, paths, parts))
+        lines += ["", "<sub>" + "; ".join(f"{path.name}: written {_when(path, data)}, {_backend(data)}"
+                                          for path, data in zip(paths, parts)) + ".</sub>", ""]
     if missing:
         lines += ["Not run yet: " + ", ".join(f"`python benchmarks/{m}.py --quick`" for m in missing)
                   + " (without `--quick` for the full runs).", ""]

@@ -84,6 +84,43 @@ def test_user_errors_are_one_line_with_status_2(results, tmp_path):
     assert readme.read_text() == f"{table.START}\n{table.END}\n"
 
 
+def _nvi_part(seed, *rows):
+    return {"backend": "cpu", "devices": ["TFRT_CPU_0"], "seed": seed, "quick": False, "episodes": 2000,
+            "rows": [{"problem": p, "num_states": n, "time_limit": t, "value_estimate": 1.0,
+                      "follow": {"mean": v, "ci95_half_width": 0.25}, "upper_bound": 30.0, "num_nodes": 9}
+                     for p, n, t, v in rows]}
+
+
+def test_parts_run_on_separate_cores_make_one_table(results, tmp_path):
+    """nvi-1.json and nvi-2.json (one process per core) are one table, rows by size, both files dated."""
+    (results / "nvi-1.json").write_text(json.dumps(_nvi_part(0, ("rocksample:20,20", 419430401, 3600, 17.5),
+                                                             ("rocksample:7,8", 12545, 900, 21.0))))
+    (results / "nvi-2.json").write_text(json.dumps(_nvi_part(0, ("rocksample:11,11", 247809, 1800, 21.8))))
+    block = table.render(results)
+    lines = [line for line in block.splitlines() if line.startswith("| `rocksample")]
+    assert [line.split("`")[1] for line in lines] == ["rocksample:7,8", "rocksample:11,11", "rocksample:20,20"]
+    assert "| 21.800 ± 0.25 |" in lines[1]
+    caption = next(line for line in block.splitlines() if "nvi-1.json" in line)
+    assert "nvi-2.json: written" in caption and caption.count("jax backend cpu (1 device)") == 2
+    assert "`python benchmarks/nvi.py --quick`" not in block
+
+
+def test_parts_that_disagree_or_have_no_rows_are_refused(results, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{table.START}\n{table.END}\n")
+    (results / "nvi-1.json").write_text(json.dumps(_nvi_part(0, ("rocksample:7,8", 12545, 900, 21.0))))
+    (results / "nvi-2.json").write_text(json.dumps(_nvi_part(1, ("rocksample:11,11", 247809, 1800, 21.8))))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "readme_table.py"), "--results", str(results),
+                           "--readme", str(readme)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "disagree on seed" in proc.stderr and "nvi-2.json: 1" in proc.stderr
+    assert readme.read_text() == f"{table.START}\n{table.END}\n"
+    (results / "nvi-2.json").unlink()
+    (results / "gpomdp-2.json").write_text(json.dumps(GPOMDP))
+    with pytest.raises(table.TableError, match="gpomdp has no rows"):
+        table.render(results)
+
+
 def test_the_repository_readme_has_the_markers():
     text = (ROOT / "README.md").read_text()
     assert text.count(table.START) == 1 and text.count(table.END) == 1
