@@ -7,7 +7,8 @@ time limit for each problem, then simulates it three ways and prints a table; JS
 problem.
 
     python benchmarks/nvi.py [--problems a,b,...] [--time-limit S] [--episodes 2000]
-                             [--argmax-episodes 100] [--rollout-episodes 500] [--seed 0]
+                             [--argmax-episodes 100] [--rollout-episodes 500]
+                             [--heuristic-episodes 2000] [--seed 0]
                              [--json FILE] [--quick]
                              [--set FIELD=VALUE ...]
 
@@ -42,6 +43,11 @@ Columns:
     belief for 60 steps; ``--rollout-episodes``, 500 by default, 16 with
     ``--quick``, 0 skips it). This is search at run time (about 70,000 simulator
     steps per step of an episode), unlike ``follow``;
+  * ``heuristic``: RockSample simulators only: the check-and-sample heuristic
+    (:mod:`jaxpomdp.problems.rocksample_heuristic`; exact belief, no planning), its
+    thresholds tuned by simulation on 500 episodes per setting and evaluated on
+    ``--heuristic-episodes`` other ones: a yardstick for layouts without a
+    published value (``benchmarks/rocksample_heuristic.py`` prints it alone);
   * ``upper``: QMDP (tabular) or the fully observable MDP's value at ``b0``
     (RockSample simulator, exact DP), both certified upper bounds on ``V*(b0)``;
   * ``ref``: the reference value of the acceptance criteria (BENCHMARKS.md) and
@@ -74,7 +80,8 @@ import jaxpomdp
 from jaxpomdp import problems, simulate
 from jaxpomdp.controller import ParticleArgmaxPolicy, ParticleRolloutPolicy
 from jaxpomdp.io import atomic_write
-from jaxpomdp.problems.rocksample_sim import rocksample_sim
+from jaxpomdp.problems import rocksample_heuristic
+from jaxpomdp.problems.rocksample_sim import RockSampleSim, rocksample_sim
 from jaxpomdp.solvers import nvi
 
 SHARED_PROBLEMS = Path(__file__).resolve().parents[1].parent / "shared" / "problems"
@@ -207,6 +214,13 @@ def run_problem(name: str, limit: float, args) -> dict:
                           "episodes": ev3.num_episodes, "particles": pol.num_particles,
                           "candidates": pol.candidates, "num_rollouts": pol.num_rollouts,
                           "rollout_horizon": pol.horizon, "z": pol.z, "seconds": time.perf_counter() - t0}
+    if isinstance(model, RockSampleSim) and args.heuristic_episodes > 0:  # this layout's yardstick
+        t0 = time.perf_counter()
+        ref = rocksample_heuristic.reference(model, args.seed, episodes=args.heuristic_episodes)
+        row["heuristic"] = {"mean": float(ref.evaluation.mean),
+                            "ci95_half_width": 1.96 * float(ref.evaluation.stderr),
+                            "episodes": ref.evaluation.num_episodes, "thresholds": ref.thresholds._asdict(),
+                            "tuning_mean": ref.tuning_mean, "seconds": time.perf_counter() - t0}
     row["train_throughput"] = train_throughput(model, res, config, args.seed)
     ref = REFERENCES.get(name.lower())
     row["reference"] = ref
@@ -225,8 +239,8 @@ def fmt(x, spec):
 
 
 HEADER = (f"{'problem':20s} {'|S|':>11s} {'limit':>6s} {'solve':>6s} {'comp':>5s} {'estimate':>8s} "
-          f"{'follow':>15s} {'exact':>7s} {'argmax':>15s} {'rollout':>15s} {'upper':>7s} {'ref':>6s} {'target':>6s} "
-          f"{'nodes':>5s} {'reach':>5s} "
+          f"{'follow':>15s} {'exact':>7s} {'argmax':>15s} {'rollout':>15s} {'heuristic':>15s} {'upper':>7s} "
+          f"{'ref':>6s} {'target':>6s} {'nodes':>5s} {'reach':>5s} "
           f"{'param KB':>8s} {'alpha MB':>9s} {'steps/s':>7s} {'rss MB':>6s}")
 
 
@@ -239,10 +253,13 @@ def format_row(r: dict) -> str:
     a_s = "-" if a is None else f"{a['mean']:.2f}±{a['ci95_half_width']:.2f}"
     ro = r.get("rollout")
     r_s = "-" if ro is None else f"{ro['mean']:.2f}±{ro['ci95_half_width']:.2f}"
+    h = r.get("heuristic")
+    h_s = "-" if h is None else f"{h['mean']:.2f}±{h['ci95_half_width']:.2f}"
     alpha = None if r["alpha_vector_bytes"] is None else r["alpha_vector_bytes"] / 2 ** 20
     return (f"{r['problem']:20s} {fmt(r['num_states'], '11d')} {r['time_limit']:6.0f} {r['solve_seconds']:6.0f} "
             f"{r['compile_seconds']:5.0f} {r['value_estimate']:8.3f} "
             f"{f['mean']:.2f}±{f['ci95_half_width']:<5.2f}" + f" {fmt(r.get('exact'), '7.3f')} {a_s:>15s} {r_s:>15s} "
+            f"{h_s:>15s} "
             f"{fmt(r['upper_bound'], '7.2f')} {fmt(ref.get('ref'), '6.2f')} {fmt(ref.get('target'), '6.2f')} "
             f"{r['num_nodes']:5d} {r['reachable_nodes']:5d} {r['parameter_bytes'] / 1024:8.1f} "
             f"{fmt(alpha, '9.1f')} {r['train_throughput']['steps_per_second']:7.1f} {r['peak_rss_mb_so_far']:6.0f}")
@@ -259,6 +276,9 @@ def main(argv=None) -> int:
     ap.add_argument("--argmax-particles", type=int, default=64)
     ap.add_argument("--rollout-episodes", type=int, default=None,
                     help="episodes for the rollout policy (search at run time; default 500; 16 quick; 0 skips it)")
+    ap.add_argument("--heuristic-episodes", type=int, default=None,
+                    help="RockSample simulators: episodes for the check-and-sample heuristic, this layout's "
+                         "yardstick (default 2000; 200 quick; 0 skips it)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="results/nvi.json")
     ap.add_argument("--quick", action="store_true", help="a short smoke run")
@@ -276,6 +296,8 @@ def main(argv=None) -> int:
         args.argmax_episodes = 20 if args.quick else 100
     if args.rollout_episodes is None:
         args.rollout_episodes = 16 if args.quick else 500
+    if args.heuristic_episodes is None:
+        args.heuristic_episodes = 200 if args.quick else 2000
     names = split_problems(args.problems) if args.problems else (QUICK_PROBLEMS if args.quick else DEFAULT_PROBLEMS)
 
     out = Path(args.json)
@@ -284,7 +306,8 @@ def main(argv=None) -> int:
     results = {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
                "jaxpomdp_version": jaxpomdp.__version__, "seed": args.seed, "quick": args.quick,
                "episodes": args.episodes, "argmax_episodes": args.argmax_episodes,
-               "rollout_episodes": args.rollout_episodes, "rows": []}
+               "rollout_episodes": args.rollout_episodes, "heuristic_episodes": args.heuristic_episodes,
+               "rows": []}
 
     def save():
         results["peak_rss_mb"] = peak_rss_mb()
@@ -308,7 +331,8 @@ def main(argv=None) -> int:
         save()
     print("-" * len(HEADER))
     print("follow: controller followed without a belief; argmax: particle belief, best node's action; "
-          "rollout: particle belief, node re-chosen by running the graph; all mean ± 95% half-width. "
+          "rollout: particle belief, node re-chosen by running the graph; heuristic: RockSample's check-and-sample "
+          "policy with exact belief, tuned on other episodes (no planning); all mean ± 95% half-width. "
           "upper: certified (QMDP / fully observable MDP at b0).")
     save()
     print(f"peak memory (ru_maxrss): {results['peak_rss_mb']:.0f} MB; wall {results['wall_seconds']:.0f} s; "

@@ -158,19 +158,20 @@ def gpomdp(data: dict) -> list[str]:
 
 
 def nvi(data: dict) -> list[str]:
+    heuristic = any("heuristic" in r for r in data.get("rows", []))  # RockSample's yardstick, where it was run
     rows = []
     for r in data.get("rows", []):
         if "error" in r:
-            rows.append(_error_row(r, 9))
+            rows.append(_error_row(r, 9 + heuristic))
             continue
         ref = r.get("reference") or {}
         rows.append([f"`{r['problem']}`", _num(r.get("num_states"), ",d") if r.get("num_states") else "–",
                      _num(r.get("time_limit"), "g"), _num(r.get("value_estimate"), ".3f"), _pm(r.get("follow")),
-                     _num(r.get("exact"), ".3f"), _num(r.get("upper_bound"), ".3f"), _num(ref.get("ref"), ".2f"),
-                     r.get("num_nodes")])
+                     _num(r.get("exact"), ".3f")] + ([_pm(r.get("heuristic"))] if heuristic else []) +
+                    [_num(r.get("upper_bound"), ".3f"), _num(ref.get("ref"), ".2f"), r.get("num_nodes")])
     return [f"**Neural Value Iteration** (`benchmarks/nvi.py`{_quick(data)})", ""] + \
-        _table(["problem", "states", "limit s", "estimate", "simulated (95%)", "exact", "upper", "reference",
-                "nodes"], rows)
+        _table(["problem", "states", "limit s", "estimate", "simulated (95%)", "exact"] +
+               (["heuristic (95%)"] if heuristic else []) + ["upper", "reference", "nodes"], rows)
 
 
 RENDER = {"point_based": point_based, "foundation": foundation, "gpomdp": gpomdp, "nvi": nvi}
@@ -184,8 +185,8 @@ def _load(path: Path) -> dict:
 
 
 # settings that the parts of one benchmark must share (those a part records)
-SHARED_SETTINGS = ("quick", "seed", "episodes", "argmax_episodes", "rollout_episodes", "method", "time_limit",
-                   "backend")
+SHARED_SETTINGS = ("quick", "seed", "episodes", "argmax_episodes", "rollout_episodes", "heuristic_episodes", "method",
+                   "time_limit", "backend")
 
 
 def _parts(results: Path, name: str) -> list[Path]:

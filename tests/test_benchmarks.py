@@ -82,6 +82,25 @@ def test_foundation_benchmark_quick(tmp_path):
     assert data["rollout"]["steps_per_s"] > 0
 
 
+def test_rocksample_heuristic_benchmark(tmp_path):
+    out = tmp_path / "heuristic.json"
+    proc = run_script("rocksample_heuristic.py", "--problems", "rocksample:5,5,rocksample:6,4:3", "--episodes", "100",
+                      "--tune-episodes", "20", "--json", str(out))
+    data = json.loads(out.read_text())
+    assert [r["problem"] for r in data["rows"]] == ["rocksample:5,5", "rocksample:6,4:3"]
+    for r in data["rows"]:
+        h = r["heuristic"]
+        assert h["episodes"] == 100 and h["ci95_half_width"] > 0 and set(h["thresholds"]) == {
+            "sample_at", "discard_below", "check_within", "max_checks"}
+        assert 10 * 0.95 ** 5 < h["mean"] <= r["upper_bound"] + 3 * h["ci95_half_width"] and r["upper_bound_exact"]
+    assert "rocksample:6,4:3" in proc.stdout and "ratio" in proc.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rocksample_heuristic.py"), "--problems",
+                          "tiger", "--json", str(tmp_path / "x.json")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert bad.returncode == 2 and "rocksample:n,k" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_gpomdp_benchmark_quick(tmp_path):
     out, png = tmp_path / "gpomdp.json", tmp_path / "gpomdp.png"
     proc = run_script("gpomdp.py", "--quick", "--json", str(out), "--plot", str(png), "--fsc-time", "1",

@@ -147,3 +147,18 @@ def test_readme_examples_run(heading, tmp_path, monkeypatch, capsys):
     else:
         result = namespace["result"]
         assert result.lower_bound <= 19.3722 and result.upper_bound >= 19.3711  # SARSOP's certified bracket
+
+
+def test_nvi_heuristic_column_only_where_it_was_run(results):
+    """RockSample rows carry the check-and-sample heuristic's value; a table without any has no such column."""
+    data = _nvi_part(0, ("rocksample:15,15", 7372801, 2700, 20.1), ("tiger", 2, 30, 19.37))
+    (results / "nvi.json").write_text(json.dumps(data))
+    assert "heuristic" not in table.render(results)
+    data["rows"][0]["heuristic"] = {"mean": 18.3, "ci95_half_width": 0.27}
+    (results / "nvi.json").write_text(json.dumps(data))
+    lines = table.render(results).splitlines()
+    head = next(line for line in lines if line.startswith("| problem | states | limit s"))
+    assert "| exact | heuristic (95%) | upper |" in head
+    assert any(line.startswith("| `rocksample:15,15` |") and "| – | 18.300 ± 0.27 | 30.000 |" in line
+               for line in lines)
+    assert any(line.startswith("| `tiger` |") and "| – | – | 30.000 |" in line for line in lines)
