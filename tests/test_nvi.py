@@ -374,6 +374,46 @@ def test_guided_trajectories_gather_information_at_the_belief(guide_belief, risk
     assert leaning > 0.2 if informed else leaning == 0.0
 
 
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_guide_policy_trajectories_take_the_guides_actions(share):
+    # RockSample(4,4) from (0, 2), no controller, no information steps, no random actions: a guide that always
+    # walks east leaves the grid after 4 steps, the particles' x counting 0, 1, 2, 3 on the way; the fully
+    # informed upper-bound action (share 0) goes to a good rock first whenever there is one
+    from jaxpomdp.policy import BlindPolicy
+    sim = nvi._with_upper_table(rocksample_sim(4, 4))
+    cfg = nvi.default_config(sim, **ROCKSAMPLE_SMALL)._replace(follow_controller=0.0, explore_random=0.0,
+                                                               info_steps=0, guide_share=share)
+    net = nvi.Network(*nvi.mlp(cfg.hidden, cfg.value_scale))
+    st = nvi.init(jax.random.key(0), sim, cfg, net)
+    east = BlindPolicy(jnp.int32(1))
+    keys = jax.random.split(jax.random.key(5), 8)
+    states, valid = jax.vmap(lambda k: _collect(k, sim, st, cfg, net.apply_fn, None, east)[:2])(keys)
+    walked = np.all(np.asarray(valid).sum(1) == 4) and np.all(
+        np.asarray(states.x)[:, :4] == np.arange(4)[None, :, None])
+    assert walked == (share == 1.0)
+
+
+def test_guide_for_picks_the_models_own_guide_and_refuses_what_cannot_work():
+    from jaxpomdp.policy import AlphaVectorPolicy, BlindPolicy
+    from jaxpomdp.problems.rocksample_heuristic import CheckAndSamplePolicy
+    sim, tiger = rocksample_sim(4, 4), problems.tiger()
+    on = nvi.Config(guide_share=0.5)
+    assert nvi.guide_for(sim, nvi.Config()) is None and nvi.guide_for(tiger, nvi.Config()) is None
+    assert isinstance(nvi.guide_for(sim, on), CheckAndSamplePolicy)
+    assert isinstance(nvi.guide_for(tiger, on), AlphaVectorPolicy)  # QMDP
+    mine = BlindPolicy(jnp.int32(0))
+    assert nvi.guide_for(tiger, on, mine) is mine
+    with pytest.raises(nvi.ConfigError, match="guide_share is 0"):
+        nvi.guide_for(tiger, nvi.Config(), mine)
+
+    class Bare:  # a simulator with no guide_policy()
+        pass
+    with pytest.raises(nvi.ConfigError, match="needs a guide policy: this Bare has no guide_policy"):
+        nvi.guide_for(Bare(), on)
+    with pytest.raises(ValueError, match="a number in \\[0, 1\\]"):
+        nvi.parse_overrides(["guide_share=1.5"])
+
+
 def test_memory_estimate_counts_the_state_init_allocates(monkeypatch):
     """The refusal of an oversized configuration rests on this estimate: its state part is exactly what
     ``init`` allocates (a simulator here, with structured states), and a custom network adds only its outputs."""

@@ -311,6 +311,13 @@ class RockSampleSim:
         return jnp.concatenate([f * live, state.terminal.astype(dt)[None]])
 
     # ------------------------------------------------------- upper bound
+    def guide_policy(self):
+        """The check-and-sample heuristic with its default thresholds
+        (:class:`~jaxpomdp.problems.rocksample_heuristic.CheckAndSamplePolicy`): the policy NVI's
+        ``guide_share`` of trajectories follows (:func:`jaxpomdp.solvers.nvi.guide_for`)."""
+        from jaxpomdp.problems.rocksample_heuristic import CheckAndSamplePolicy, Thresholds
+        return CheckAndSamplePolicy.of(self, Thresholds())
+
     def with_fully_observable_table(self) -> "RockSampleSim":
         """A copy carrying ``fo_table`` (host DP, ``O(2^k k²)``; 2^k k float32 values)."""
         rocks = np.stack([np.asarray(self.rock_x), np.asarray(self.rock_y)], axis=1).astype(np.int64)
