@@ -750,7 +750,26 @@ BINARY = [
     ("gzip-truncated", gzip.compress((P + B).encode())[:-12], None, "truncated gzip"),
     ("gzip-corrupt", gzip.compress((P + B).encode())[:-8] + b"\x00" * 8, None, "corrupt gzip"),
     ("gzip-then-garbage", gzip.compress(b"discount: 0.9\x00"), (1, 14), "binary byte"),
+    ("gzip-trailing-bytes", gzip.compress((P + B).encode()) + b"junk", None, "unexpected bytes after the gzip"),
+    ("gzip-truncated-second-member", gzip.compress(P.encode()) + gzip.compress(B.encode())[:-12], None,
+     "truncated gzip"),
 ]
+
+
+def test_every_gzip_member_is_read():
+    """``cat a.gz b.gz`` is one valid gzip file (zcat prints both); a reader that stops at the first member's
+    end would drop the later entries and return another model without a word. Zero padding after the last
+    member is ignored, as gzip does."""
+    text = (P + B + "R: a0 : s0 : * : * 7\n").encode()
+    cut = text.index(b"R: a0")
+    whole = loads_pomdp(text, "m.pomdp")
+    for data in (gzip.compress(text[:cut]) + gzip.compress(text[cut:]),
+                 b"".join(gzip.compress(text[i:i + 7]) for i in range(0, len(text), 7)),
+                 gzip.compress(text) + b"\x00" * 512):
+        got = loads_pomdp(data, "m.pomdp.gz")
+        np.testing.assert_array_equal(np.asarray(got.reward), np.asarray(whole.reward))
+        np.testing.assert_array_equal(np.asarray(got.next_prob), np.asarray(whole.next_prob))
+    assert float(np.asarray(whole.reward)[0, 0]) == 7.0
 
 
 @pytest.mark.parametrize("case, data, where, phrase", BINARY, ids=[c[0] for c in BINARY])

@@ -27,23 +27,39 @@ ProgressFn = Callable[[float], None]
 
 
 def _gunzip(data: bytes, path: str) -> bytes:
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    out, total, buf = [], 0, data
-    try:
-        while buf:
-            chunk = d.decompress(buf, 1 << 24)
-            total += len(chunk)
-            if total > MAX_DECOMPRESSED_BYTES:
-                raise PomdpFormatError(
-                    f"gzip data decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes", path)
-            out.append(chunk)
-            buf = d.unconsumed_tail
-        out.append(d.flush())
-    except zlib.error as e:
-        raise PomdpFormatError(f"corrupt gzip data ({e})", path) from None
-    if not d.eof:
-        raise PomdpFormatError("truncated gzip data (the compressed stream ends early)", path)
-    return b"".join(out)
+    """Every member of a gzip file, decompressed and joined (``zcat``'s output).
+
+    A file may hold several gzip members one after another (``cat a.gz b.gz``); all
+    are read. Zero bytes after the last member (tape-block padding) are ignored, as
+    gzip does; anything else after it is refused with its byte offset, as are
+    corrupt and truncated streams.
+    """
+    out, total, start = [], 0, 0
+    while True:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        buf = data[start:]
+        try:
+            while buf:
+                chunk = d.decompress(buf, 1 << 24)
+                total += len(chunk)
+                if total > MAX_DECOMPRESSED_BYTES:
+                    raise PomdpFormatError(
+                        f"gzip data decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes", path)
+                out.append(chunk)
+                buf = d.unconsumed_tail
+            out.append(d.flush())
+        except zlib.error as e:
+            raise PomdpFormatError(f"corrupt gzip data at byte offset {start} or after ({e})", path) from None
+        if not d.eof:
+            raise PomdpFormatError("truncated gzip data (the compressed stream ends early)", path)
+        rest = d.unused_data
+        start = len(data) - len(rest)
+        if not rest.strip(b"\0"):
+            return b"".join(out)
+        if rest[:2] != b"\x1f\x8b":
+            raise PomdpFormatError(
+                f"unexpected bytes after the gzip data at byte offset {start} (expected another gzip member "
+                "or the end of the file)", path)
 
 
 def _is_xml(data: bytes) -> bool:
