@@ -231,8 +231,11 @@ class Checkpointer:
     """Writes a solver's checkpoints into ``directory``: at safe points once ``every``
     seconds have passed since the last one, and at the end of the solve.
 
-    The directory is created if needed. ``saves`` counts the checkpoints written;
-    ``path`` is the checkpoint file.
+    The directory is created (with its parents) when the first checkpoint is
+    written, not before: a run refused before solving leaves nothing behind. That it
+    can be created is checked here (an existing file in its place, or a nearest
+    existing folder that is not writable, raises :class:`CheckpointError` now).
+    ``saves`` counts the checkpoints written; ``path`` is the checkpoint file.
     """
 
     def __init__(self, directory: str | os.PathLike, *, every: float = 60.0):
@@ -243,12 +246,25 @@ class Checkpointer:
         self.every = float(every)
         self.saves = 0
         self._last = time.monotonic()
+        existing = self.directory
+        while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():  # a file, or a dangling link, where a folder must be
+            what = "the checkpoint directory" if existing == self.directory else f"{existing} on its path"
+            raise CheckpointError(f"{directory}: cannot create the checkpoint directory: {what} is not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise CheckpointError(f"{directory}: the checkpoint directory is not writable"
+                                  if existing == self.directory else
+                                  f"{directory}: cannot create the checkpoint directory: {existing} is not writable")
+
+    def make_directory(self) -> Path:
+        """Creates the directory (and its parents) if needed; returns it."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise CheckpointError(f"{directory}: cannot create the checkpoint directory: {e.strerror or e}") from None
-        if not os.access(self.directory, os.W_OK):
-            raise CheckpointError(f"{directory}: the checkpoint directory is not writable")
+            raise CheckpointError(
+                f"{self.directory}: cannot create the checkpoint directory: {e.strerror or e}") from None
+        return self.directory
 
     def due(self) -> bool:
         """Whether ``every`` seconds have passed since the last save (or since creation)."""
@@ -269,6 +285,7 @@ class Checkpointer:
             "loop": _plain(loop),
             "history": _plain(history),
         }
+        self.make_directory()
         atomic_write(self.path, serialization.msgpack_serialize(record))
         self.saves += 1
         self._last = time.monotonic()

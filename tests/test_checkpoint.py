@@ -230,6 +230,17 @@ def test_checkpointer_refuses_bad_settings(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(CheckpointError, match="cannot create"):
         Checkpointer(tmp_path / "file" / "sub")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(CheckpointError, match="is not a folder"):
+        Checkpointer(tmp_path / "dangling" / "sub")
+
+
+def test_checkpointer_makes_its_folder_only_when_it_writes(tmp_path):
+    """A run refused after the Checkpointer was made (a bad setting found by the solver) left an empty folder."""
+    ckpt = Checkpointer(tmp_path / "a" / "b", every=1e9)
+    assert not (tmp_path / "a").exists()
+    ckpt.save("test", problems.get("tiger"), {}, {"x": np.zeros(2)}, {}, [])
+    assert ckpt.path.is_file() and ckpt.saves == 1
 
 
 def test_stop_request_first_signal_sets_the_flag_second_one_raises():
