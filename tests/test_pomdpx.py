@@ -360,6 +360,9 @@ def test_value_names_enum_and_numvalues():
     assert m.observation_names == ("o0", "o1")
     m = read(one_var_model([entry("* - -", "identity")], values=enum("x", "y", "z")))
     assert m.state_names == ("x", "y", "z")
+    for written in ("+3", "003", "+00000000003", " 3 "):  # xs:integer: a sign, leading zeros, whitespace
+        m = read(one_var_model([entry("* - -", "identity")], values=f"<NumValues>{written}</NumValues>"))
+        assert m.num_states == 3, written
 
 
 def test_joined_names_fall_back_to_none_on_duplicates():

@@ -345,6 +345,8 @@ class _Reader:
             words = num.text.split()
             if words and words[0].startswith("+"):  # xs:integer allows a sign
                 words[0] = words[0][1:]
+            if words:  # xs:integer allows leading zeros; the length check below is of the digits that count
+                words[0] = words[0].lstrip("0") or "0"
             if len(words) != 1 or len(words[0]) > 10 or not (words[0].isascii() and words[0].isdigit()) \
                     or not 1 <= int(words[0]) <= MAX_VALUES:
                 self.fail(f"expected a positive integer at most {MAX_VALUES} in <NumValues>, "
