@@ -421,19 +421,76 @@ def test_memory_estimate_counts_the_state_init_allocates(monkeypatch):
     model = nvi._with_upper_table(rocksample_sim(5, 5))  # as solve() plans on it
     config = nvi.Config(**ROCKSAMPLE_SMALL)
     st = nvi.init(jax.random.key(0), model, config)
+    terms = nvi.memory_terms(model, config)
     state, acts = nvi.memory_estimate(model, config)
-    assert state == sum(x.nbytes for x in jax.tree.leaves(st))
+    assert state == terms["state"] == sum(x.nbytes for x in jax.tree.leaves(st))
+    assert acts == max(terms["networks"], terms["train"], terms["explore"])
     widths = sum(config.hidden) + 1
-    assert acts == 4 * config.capacity * max(config.b0_particles, config.num_particles) * widths
+    assert terms["networks"] == 4 * config.capacity * max(config.b0_particles, config.num_particles) * widths
     init_fn, apply_fn = nvi.mlp((16, 16), 1.0)
     custom = nvi.Network(init_fn, lambda p, x: apply_fn(p, x))
-    assert nvi.memory_estimate(model, config, custom)[1] == acts // widths
+    assert nvi.memory_terms(model, config, custom)["networks"] == terms["networks"] // widths
+    # each controller run keeps its td_steps keys (8 bytes each): the train step has capacity x batch_per_node
+    longer = nvi.memory_terms(model, config._replace(td_steps=config.td_steps + 1))
+    assert longer["train"] - terms["train"] == 8 * config.capacity * config.batch_per_node
+    deeper = nvi.memory_terms(model, config._replace(max_depth=config.max_depth + 1))
+    state_bytes = sum(x.nbytes for x in jax.tree.leaves(model.initial_state(jax.random.key(0))))
+    assert deeper["explore"] - terms["explore"] == config.num_particles * state_bytes + 8
     # a bank too large for the limit is refused before anything is allocated or compiled
     monkeypatch.setenv("JAXPOMDP_MAX_MODEL_BYTES", str(state + acts - 1))
     with pytest.raises(ConfigError, match=r"NVI's state and activations would need about .* \(state "):
         nvi.solve(model, time_limit=5.0, config=config)
     monkeypatch.setenv("JAXPOMDP_MAX_MODEL_BYTES", str(state + acts + 2 ** 20))
     nvi.solve(model, time_limit=1.0, config=config, max_iterations=1)
+
+
+@pytest.mark.parametrize("field, value, part, hint", [
+    ("td_steps", 10 ** 8, "train", "td_steps"),            # 10**6 on tiger: 9 GB and still running at a 2 s limit
+    ("batch_per_node", 10 ** 8, "train", "batch_per_node"),  # was XLA's out-of-memory traceback
+    ("max_depth", 10 ** 8, "explore", "max_depth"),          # the same
+    ("fit_repeats", 10 ** 8, "explore", "fit_repeats"),
+])
+def test_working_arrays_too_large_are_refused_with_the_fields_that_make_them(field, value, part, hint):
+    from jaxpomdp.errors import ConfigError
+    config = nvi.Config(**ROCKSAMPLE_SMALL)._replace(**{field: value})
+    with pytest.raises(ConfigError, match=rf"would need about .* \(state .*, {part} .*give a smaller Config\..*{hint}"):
+        nvi.solve(rocksample_sim(5, 5), time_limit=5.0, config=config)
+
+
+def test_counts_beyond_int32_are_refused_by_the_field_check():
+    from jaxpomdp.errors import ConfigError
+    for field in ("train_steps", "b0_particles", "refresh_nodes", "info_steps"):
+        with pytest.raises(ConfigError, match=rf"Config.{field} = 100000000000: expected an integer >= \d and at "
+                                              r"most 2147483647"):
+            nvi.check_config(nvi.Config()._replace(**{field: 10 ** 11}))
+    with pytest.raises(ConfigError, match=r"expected a list of positive integers at most 2147483647"):
+        nvi.check_config(nvi.Config()._replace(hidden=(2 ** 31,)))
+    nvi.check_config(nvi.Config()._replace(train_steps=2 ** 31 - 1))
+
+
+def test_width_is_a_loop_with_the_unrolled_loops_numbers():
+    """Two trajectories an iteration run in a loop (tracing no longer grows with the width): the same pool and
+    nodes as running them one after another by hand."""
+    model = nvi._with_upper_table(rocksample_sim(4, 4))
+    config = nvi.default_config(model, **{**ROCKSAMPLE_SMALL, "width": 2, "refresh_nodes": 0})
+    apply_fn = nvi.mlp(config.hidden, config.value_scale)[1]
+    st = nvi.init(jax.random.key(0), model, config)
+    got = nvi.explore(jax.random.key(1), model, st, config, apply_fn)
+    by_hand = st
+    for key_w in jax.random.split(jax.random.key(1), 2):
+        k_c, k_b = jax.random.split(key_w)
+        states, valid, best = _collect(k_c, model, by_hand, config, apply_fn)
+        by_hand = nvi._write_pool(by_hand, states, valid)
+        by_hand = by_hand._replace(last_used=by_hand.last_used.at[jnp.where(valid, best, config.capacity)].set(
+            by_hand.iteration, mode="drop"))
+        keys = jax.random.split(k_b, config.max_depth)
+        for t in reversed(range(config.max_depth)):
+            if bool(valid[t]):
+                by_hand, _ = _add_node(keys[t], model, by_hand, nvi._take(states, t), config, apply_fn)
+    assert int(got.pool_count) == int(by_hand.pool_count) > 2
+    np.testing.assert_array_equal(np.asarray(got.active), np.asarray(by_hand.active))
+    np.testing.assert_array_equal(np.asarray(got.actions), np.asarray(by_hand.actions))
+    np.testing.assert_array_equal(np.asarray(got.edges), np.asarray(by_hand.edges))
 
 
 def test_legacy_uint32_keys_give_the_typed_keys_results():

@@ -374,8 +374,11 @@ def check_policy_size(policy: Any, count: int, copies: int = 4) -> None:
     """Raises ConfigError when ``count`` sets of ``policy.init_params`` (shapes only, nothing
     allocated) times ``copies`` (parameters, gradient, optimizer moments) would not fit."""
     keys = jax.ShapeDtypeStruct((count,), jax.random.key(0).dtype)
-    shapes = jax.eval_shape(jax.vmap(policy.init_params), keys)
-    need = copies * sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+    try:
+        shapes = jax.eval_shape(jax.vmap(policy.init_params), keys)
+        need = copies * sum(int(np.prod(x.shape, dtype=object)) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+    except (OverflowError, NotImplementedError):  # sizes past what JAX can count (2**64 random bits, int64 dims)
+        need = 2 ** 64
     reason = refusal(need, "the policy's parameters, gradients and optimizer state would need about",
                      MAX_POLICY_BYTES, f" ({count} x {_describe_policy(policy)})",
                      hint="give fewer memory states (Config.memory, --memory) or restarts")

@@ -131,13 +131,13 @@ from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model, ch
 
 __all__ = ["Config", "TABULAR_SETTINGS", "NVIState", "Network", "BackupResult", "default_config", "init", "collect",
            "backup", "train_step", "explore", "train", "update", "prune", "value_at_b0", "controller_of", "solve",
-           "upper_bound_at_b0", "mlp", "snapshot", "memory_estimate", "best_controller", "parse_overrides",
-           "check_config", "guide_for"]
+           "upper_bound_at_b0", "mlp", "snapshot", "memory_estimate", "memory_terms", "best_controller",
+           "parse_overrides", "check_config", "guide_for"]
 
 #: Float type of the networks and of the solver's arithmetic.
 DTYPE = jnp.float32
 
-#: :func:`solve` refuses a configuration whose state and largest activations (:func:`memory_estimate`)
+#: :func:`solve` refuses a configuration whose state and largest working arrays (:func:`memory_estimate`)
 #: would exceed this or the memory available (``JAXPOMDP_MAX_MODEL_BYTES`` sets another limit).
 MAX_SOLVER_BYTES = 2 ** 32
 
@@ -303,6 +303,8 @@ _AT_LEAST_ONE = ("capacity", "num_particles", "b0_particles", "max_depth", "widt
 _SHARES = ("home_fraction", "target_ema", "explore_random", "follow_controller", "guide_belief", "guide_share")
 #: Numbers that must be positive (the thresholds ``improve_tol``, ``improve_z``, ``info_threshold``: any).
 _POSITIVE = ("value_scale", "learning_rate", "fit_learning_rate")
+#: The largest size or count a field takes: sizes, indices and loop counters are int32 in the compiled programs.
+MAX_COUNT = 2 ** 31 - 1
 
 
 def parse_overrides(items, flag: str = "--set") -> dict:
@@ -339,18 +341,22 @@ def _field_expected(name: str, value) -> Optional[str]:
     default = getattr(Config(), name)
 
     if isinstance(default, tuple):
-        ok = isinstance(value, (list, tuple)) and all(is_integer(v) and v >= 1 for v in value)
+        ok = isinstance(value, (list, tuple)) and all(is_integer(v) and 1 <= v <= MAX_COUNT for v in value)
     elif isinstance(default, float):
         ok = (is_integer(value) or isinstance(value, (float, np.floating))) and math.isfinite(value) and \
             (name not in _POSITIVE or value > 0) and (name not in _SHARES or 0 <= value <= 1)
     else:
-        ok = is_integer(value) and value >= (1 if name in _AT_LEAST_ONE else 0)
+        ok = is_integer(value) and (1 if name in _AT_LEAST_ONE else 0) <= value <= MAX_COUNT
     if ok:
         return None
-    return ("a list of positive integers" if isinstance(default, tuple) else
+    too_large = (any(is_integer(v) and v > MAX_COUNT for v in value) if isinstance(value, (list, tuple))
+                 else is_integer(value) and value > MAX_COUNT)
+    return ("a list of positive integers" + (f" at most {MAX_COUNT}" if too_large else "")
+            if isinstance(default, tuple) else
             "a number in [0, 1]" if name in _SHARES else "a positive number" if name in _POSITIVE
             else "a finite number" if isinstance(default, float)
-            else f"an integer >= {1 if name in _AT_LEAST_ONE else 0}")
+            else f"an integer >= {1 if name in _AT_LEAST_ONE else 0}"
+            + (f" and at most {MAX_COUNT}" if too_large else ""))
 
 
 def check_config(config: Config) -> Config:
@@ -556,22 +562,56 @@ def init(key: jax.Array, model: Any, config: Config = Config(), network: Optiona
         active, params, jnp.int32(0), jnp.asarray(-jnp.inf, DTYPE), jnp.int32(-1), jnp.asarray(-jnp.inf, DTYPE)))
 
 
-def memory_estimate(model: Any, config: Config, network: Optional[Network] = None) -> tuple[int, int]:
-    """``(state bytes, activation bytes)`` of a solve, computed from shapes (nothing allocated).
+def memory_terms(model: Any, config: Config, network: Optional[Network] = None) -> dict:
+    """The bytes of a solve's parts, computed from shapes (nothing allocated): a lower estimate.
 
-    The state is :func:`init`'s (networks, target networks and optimizer moments of
-    every node, home beliefs, belief pool, ``b0`` sample, ...). The activations are
-    those of every node's network at the largest batch of states it is valued on at
-    once, the ``b0`` sample or a belief's particles: ``4 capacity max(b0_particles,
-    num_particles) (sum(hidden) + 1)`` bytes for the default MLP (a custom network:
-    its outputs only). A lower estimate of the peak: XLA's own temporaries come on top.
+    ``state``: :func:`init`'s state (networks, target networks and optimizer moments of
+    every node, home beliefs, belief pool, ``b0`` sample, ...). The rest are the
+    largest arrays of each compiled step, which live beside the state while it runs:
+
+    * ``networks``: every node's network at the largest batch of states it is valued
+      on at once, the ``b0`` sample or a belief's particles: ``4 capacity
+      max(b0_particles, num_particles) (sum(hidden) + 1)`` bytes for the default MLP
+      (a custom network: its outputs only);
+    * ``train``: the train step's ``capacity x batch_per_node`` sampled states, each with
+      its features, its ``td_steps`` random keys and the network's activations;
+    * ``explore``: one trajectory's ``max_depth x num_particles`` states, and a backup's
+      controller runs (``2 fit_repeats num_particles`` runs, or ``num_particles x
+      verify_successors`` candidates, of ``td_steps`` random keys each).
+
+    XLA's own temporaries come on top. :func:`memory_estimate` adds the largest step to
+    the state (the steps run one at a time).
     """
     shapes = jax.eval_shape(lambda k: init(k, model, config, network), jax.random.key(0))
-    state = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+    nbytes = lambda tree: sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
     widths = sum(config.hidden) + 1 if network is None or network.apply_fn is mlp(config.hidden,
                                                                                    config.value_scale)[1] else 1
-    states = max(config.b0_particles, config.num_particles)
-    return state, 4 * config.capacity * states * widths
+    one = jax.eval_shape(model.initial_state, jax.random.key(0))
+    state_bytes = nbytes(one)
+    F = int(np.prod(jax.eval_shape(lambda s: _features(model, jax.tree.map(lambda x: x[None], s)), one).shape))
+    key_bytes = 8  # threefry: uint32[2]
+    N, P, H = config.capacity, config.num_particles, config.td_steps
+    run = H * key_bytes + state_bytes  # one controller run: its keys (split up front) and its state
+    samples = N * config.batch_per_node
+    return {
+        "state": nbytes(shapes),
+        "networks": 4 * N * max(config.b0_particles, P) * widths,
+        "train": samples * (run + 4 * F + 2 * 4 * widths),
+        "explore": config.max_depth * (P * state_bytes + key_bytes)
+        + P * max(2 * config.fit_repeats, config.verify_successors) * (run + 4 * F),
+    }
+
+
+def memory_estimate(model: Any, config: Config, network: Optional[Network] = None) -> tuple[int, int]:
+    """``(state bytes, working bytes)`` of a solve, computed from shapes (nothing allocated).
+
+    The state is :func:`init`'s; the working bytes are the largest of what a step
+    needs beside it at once (:func:`memory_terms`: the networks' activations, the
+    train step's samples, a trajectory and its backups). A lower estimate of the peak:
+    XLA's own temporaries come on top.
+    """
+    terms = memory_terms(model, config, network)
+    return terms["state"], max(terms["networks"], terms["train"], terms["explore"])
 
 
 # -------------------------------------------------------------- value at b0
@@ -993,21 +1033,27 @@ def explore(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: 
     """Belief collection and deepest-first backups of ``config.width`` trajectories (``guide``: the guide
     policy of ``config.guide_share``, see :func:`collect`)."""
     table = _value_table(model, st, apply_fn, config)  # the networks do not change here but for new nodes
-    for key_w in jax.random.split(key, config.width):
-        k_c, k_b = jax.random.split(key_w)
+    keys_w = jax.random.split(key, config.width)
+
+    def trajectory(w, carry):
+        st, table = carry
+        k_c, k_b = jax.random.split(keys_w[w])
         states, valid, best = collect(k_c, model, st, config, apply_fn, table, guide)
         st = _write_pool(st, states, valid)
         st = st._replace(last_used=st.last_used.at[jnp.where(valid, best, config.capacity)].set(
             st.iteration, mode="drop"))
         keys = jax.random.split(k_b, config.max_depth)
 
-        def body(i, carry, states=states, valid=valid, keys=keys):
+        def body(i, carry):
             t = config.max_depth - 1 - i
             b = _take(states, t)
             return lax.cond(valid[t], lambda c: _add_node(keys[t], model, c[0], b, config, apply_fn, c[1]),
                             lambda c: c, carry)
 
-        st, table = lax.fori_loop(0, config.max_depth, body, (st, table))
+        return lax.fori_loop(0, config.max_depth, body, (st, table))
+
+    # a loop, not unrolled: tracing and compiling do not grow with the width
+    st, table = lax.fori_loop(0, config.width, trajectory, (st, table))
     if config.refresh_nodes:  # a loop, not unrolled: tracing 32 copies made compiling slow
         keys_r = jax.random.split(jax.random.fold_in(key, 1), config.refresh_nodes)
         st = lax.fori_loop(0, config.refresh_nodes,
@@ -1258,8 +1304,8 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     Raises:
       ConfigError: a ``config`` outside its fields' ranges (:func:`check_config`), a
         ``guide_share`` without a guide policy or a guide without a share (:func:`guide_for`), a
-        bank smaller than the number of actions, or one whose state and
-        activations (:func:`memory_estimate`) exceed the smaller of
+        bank smaller than the number of actions, or one whose state and largest
+        working arrays (:func:`memory_estimate`) exceed the smaller of
         :data:`MAX_SOLVER_BYTES` and the memory available (``JAXPOMDP_MAX_MODEL_BYTES``
         sets the limit instead), before anything is allocated.
     """
@@ -1288,11 +1334,18 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     apply_fn = network.apply_fn
     check_model(model)
     model = _with_upper_table(model)
-    state_bytes, activation_bytes = memory_estimate(model, config, network)
-    smaller = "a smaller Config.capacity, hidden, num_particles, b0_particles or pool_capacity"
-    one_hot = isinstance(model, TabularPOMDP) and model.state_features is None  # F = S inputs per network
-    reason = refusal(state_bytes + activation_bytes, "NVI's state and activations would need about",
-                     MAX_SOLVER_BYTES, f" (state {gib(state_bytes)}, activations {gib(activation_bytes)})",
+    terms = memory_terms(model, config, network)
+    step = max(("networks", "train", "explore"), key=terms.get)  # the steps run one at a time
+    largest = max(("state", step), key=terms.get)
+    smaller = "a smaller Config." + {  # the fields of the largest part
+        "state": "capacity, hidden, num_particles, b0_particles or pool_capacity",
+        "networks": "capacity, hidden, num_particles or b0_particles",
+        "train": "capacity, batch_per_node, td_steps or hidden",
+        "explore": "max_depth, num_particles, td_steps, fit_repeats or verify_successors"}[largest]
+    # one-hot features make every network's first layer |S| wide: the state and the networks' activations grow
+    one_hot = isinstance(model, TabularPOMDP) and model.state_features is None and largest in ("state", "networks")
+    reason = refusal(terms["state"] + terms[step], "NVI's state and activations would need about",
+                     MAX_SOLVER_BYTES, f" (state {gib(terms['state'])}, {step} {gib(terms[step])})",
                      hint=(f"give the model state_features (one-hot over its {model.num_states} states now), "
                            f"{smaller}, or use a simulator (e.g. rocksample_sim)") if one_hot else f"give {smaller}")
     if reason is not None:
