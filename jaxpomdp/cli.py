@@ -46,8 +46,9 @@ from jaxpomdp import __version__, checkpoint, problems
 from jaxpomdp.errors import CheckpointError, ConfigError, InvalidModelError, NumericalError, PomdpFormatError
 from jaxpomdp.io import atomic_write, load_pomdp
 from jaxpomdp.io.alpha import write_alpha
+from jaxpomdp.io.limits import gib, memory_limit
 from jaxpomdp.model import DEFAULT_TOLERANCE, TabularPOMDP
-from jaxpomdp.simulate import evaluate
+from jaxpomdp.simulate import default_horizon, evaluate
 from jaxpomdp.solvers import POLICY_GRADIENT, SOLVERS, nvi
 
 __all__ = ["main", "build_parser", "resolve_problem", "use_compile_cache", "default_cache_dir"]
@@ -206,10 +207,10 @@ def _controller_progress(quiet: bool):
 
 
 def _gradient_config(args: argparse.Namespace):
-    if args.memory < 1:
-        raise UserError(f"--memory must be at least 1, got {args.memory}")
-    if args.restarts < 1:
-        raise UserError(f"--restarts must be at least 1, got {args.restarts}")
+    for flag, value in (("--memory", args.memory), ("--restarts", args.restarts)):
+        if not 1 <= value <= 2 ** 31 - 1:
+            raise UserError(f"{flag} must be at least 1" + (f" and at most {2 ** 31 - 1}" if value > 1 else "")
+                            + f", got {value}")
     if args.beta is not None and not 0 <= args.beta < 1:
         raise UserError(f"--beta must be in [0, 1), got {args.beta}")
     fields = {"memory": args.memory, "objective": args.objective}
@@ -271,34 +272,36 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (("--out", args.out), ("--json", args.json), ("--plot", args.plot)):
         if path:
             _check_writable(flag, path)
+    _check_distinct_outputs(args)
     if not -2 ** 63 <= args.seed < 2 ** 63:
         raise UserError(f"--seed must be in [-2**63, 2**63), got {args.seed}")
     if not 0 <= args.tolerance < 1:
         raise UserError(f"--tolerance must be in [0, 1), got {args.tolerance}")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise UserError(f"--time-limit must be positive, got {args.time_limit}")
+    if not args.target_gap >= 0:
+        raise UserError(f"--target-gap must be non-negative, got {args.target_gap}")
+    _check_evaluation_size(args.episodes, args.horizon)
     _check_iterative_options(args)
+    gradient_config = _gradient_config(args) if args.solver in POLICY_GRADIENT else None
+    mesh = _mesh(args.devices)
     overrides = _nvi_overrides(args)
     resume = checkpoint.load(args.resume) if args.resume else None
     label, model = _resolve_for_solver(args)
-    if args.time_limit is not None and not args.time_limit > 0:
-        raise UserError(f"--time-limit must be positive, got {args.time_limit}")
-    if args.episodes < 1:
-        raise UserError(f"--episodes must be at least 1, got {args.episodes}")
-    if args.horizon is not None and args.horizon < 1:
-        raise UserError(f"--horizon must be at least 1, got {args.horizon}")
     gamma = float(model.discount)
     if not gamma < 1:
         raise UserError(f"{label}: discount {gamma:g}; the solvers here need discount < 1")
+    if args.horizon is None:
+        _check_evaluation_size(args.episodes, default_horizon(gamma))
     print(f"jaxpomdp {__version__}: {label} ({model.num_states} states, {model.num_actions} actions, "
           f"{model.num_observations} observations, discount {gamma:g}) on {jax.default_backend()}")
 
-    if not args.target_gap >= 0:
-        raise UserError(f"--target-gap must be non-negative, got {args.target_gap}")
     nvi_config = nvi.default_config(model, **overrides) if args.solver == "nvi" else None
     if args.solver in ITERATIVE:
         directory = args.checkpoint or args.resume
         saver = checkpoint.Checkpointer(directory, every=args.checkpoint_every) if directory else None
         extra = {"max_iterations": args.max_iterations, "checkpoint": saver, "resume": resume, "stop": STOP,
-                 "mesh": _mesh(args.devices)}
+                 "mesh": mesh}
     else:
         saver, extra = None, {}
     if STOP():
@@ -308,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
         if args.solver in POLICY_GRADIENT:
             result = SOLVERS[args.solver](model, time_limit=args.time_limit, target_gap=args.target_gap,
                                           seed=args.seed, callback=_gradient_progress(args.quiet),
-                                          config=_gradient_config(args), **extra)
+                                          config=gradient_config, **extra)
         else:
             progress = _controller_progress(args.quiet) if args.solver == "nvi" else _progress_line(args.quiet)
             if args.solver == "nvi":
@@ -326,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
     if STOP():
         return _stopped(args, model, result, saver)
     ev = evaluate(jax.random.key(args.seed), model, result.policy,
-                  num_episodes=args.episodes, horizon=args.horizon)
+                  num_episodes=args.episodes, horizon=args.horizon, batch_size=EVALUATION_BATCH)
     mean, stderr = float(ev.mean), float(ev.stderr)
     lo, hi = (float(x) for x in ev.ci95)
 
@@ -370,8 +373,8 @@ def run(args: argparse.Namespace) -> int:
             "solve_seconds": result.solve_seconds,
             "compile_seconds": result.compile_seconds,
             "seed": args.seed,
-            "time_limit": args.time_limit,
-            "target_gap": args.target_gap,
+            "time_limit": _num(args.time_limit),  # null: none (inf is not JSON)
+            "target_gap": _num(args.target_gap),
             "num_vectors": None if result.alphas is None else int(len(result.alphas)),
             "backend": jax.default_backend(),
             **({"policy_gradient": _json_info(result.info)} if args.solver in POLICY_GRADIENT else {}),
@@ -450,7 +453,7 @@ def _stopped(args: argparse.Namespace, model, result, saver) -> int:
     if args.out:
         print(f"policy       {_write_policy(args, model, result)}")
     elif saver is not None and args.solver not in POLICY_GRADIENT:
-        args.out = str(saver.directory / ("controller.pg" if args.solver == "nvi" else "policy.alpha"))
+        args.out = str(saver.make_directory() / ("controller.pg" if args.solver == "nvi" else "policy.alpha"))
         print(f"policy       {_write_policy(args, model, result)}")
     elif args.solver not in POLICY_GRADIENT:
         print("policy       not written (give --out FILE or --checkpoint DIR to keep it)")
@@ -507,6 +510,57 @@ def _check_writable(flag: str, path: str) -> None:
         os.unlink(probe)
     except OSError as e:
         raise UserError(f"{flag} {path}: cannot write a file in {folder} ({e.strerror})") from None
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links too
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def _check_distinct_outputs(args: argparse.Namespace) -> None:
+    """Fails before solving when two outputs, or an output and the model file or checkpoint, are one file:
+    the later write would silently replace the earlier (the model itself, with --out on its own name)."""
+    outputs = [(flag, path) for flag, path in (("--out", args.out), ("--json", args.json), ("--plot", args.plot))
+               if path]
+    for i, (flag, path) in enumerate(outputs):
+        for other, other_path in outputs[i + 1:]:
+            if _same_file(path, other_path):
+                raise UserError(f"{flag} and {other} name the same file {path}; give each its own")
+        if os.path.isfile(args.problem) and _same_file(path, args.problem):
+            raise UserError(f"{flag} {path} is the model file being solved; give another name")
+        for option, folder in (("--checkpoint", args.checkpoint), ("--resume", args.resume)):
+            if folder and _same_file(path, os.path.join(folder, checkpoint.FILENAME)):
+                raise UserError(f"{flag} {path} is the checkpoint file of {option} {folder}; give another name")
+
+
+#: --episodes and --horizon: the evaluation keeps a random key per episode and, for a batch of episodes,
+#: a key and a reward per step; more than the memory limit is refused before solving.
+EVALUATION_BATCH = 1024
+
+
+def _check_evaluation_size(episodes: int, horizon: Optional[int]) -> None:
+    """Fails on counts the evaluation cannot hold (beyond int32, or the keys and rewards over the memory limit)."""
+    if episodes < 1:
+        raise UserError(f"--episodes must be at least 1, got {episodes}")
+    if horizon is not None and horizon < 1:
+        raise UserError(f"--horizon must be at least 1, got {horizon}")
+    steps = horizon or 0  # the default horizon is checked once the discount is known
+    for flag, value in (("--episodes", episodes), ("--horizon", horizon)):
+        if value is not None and value > 2 ** 31 - 1:
+            raise UserError(f"{flag} must be at most {2 ** 31 - 1}, got {value}")
+    need = 16 * episodes + 12 * min(episodes, EVALUATION_BATCH) * steps  # keys twice; per step a key and a reward
+    try:
+        limit, what = memory_limit(4 * 2 ** 30)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if need > limit:
+        raise UserError(f"{episodes} episodes{f' of {steps} steps' if steps else ''}: the evaluation would need "
+                        f"about {gib(need)}, "
+                        f"more than {what}; give fewer --episodes or a shorter --horizon")
 
 
 def _check_plot_path(path: str) -> None:

@@ -185,12 +185,76 @@ def test_problem_given_as_a_file(tmp_path, capsys):
     (["tiger", "--solver", "gpomdp", "--memory", "100000000"], "optimizer state would need about"),
     (["tiger", "--solver", "gpomdp", "--restarts", "1000000000"], "(1000000000 x SoftmaxPolicy("),
     (["tiger", "--solver", "conjpomdp", "--memory", "100000000"], "give fewer memory states"),
+    # sizes past int32 or the memory: were tracebacks (OverflowError, out of memory, 2**64 random bits), exit 1
+    (["tiger", "--solver", "gpomdp", "--memory", "100000000000"], "--memory must be at least 1 and at most 2147483647"),
+    (["tiger", "--solver", "gpomdp", "--memory", "2000000000"], "optimizer state would need about"),
+    (["tiger", "--solver", "qmdp", "--episodes", "3000000000"], "--episodes must be at most 2147483647"),
+    (["tiger", "--solver", "qmdp", "--horizon", "100000000000"], "--horizon must be at most 2147483647"),
+    (["tiger", "--solver", "qmdp", "--horizon", "10000000"], "1000 episodes of 10000000 steps: the evaluation would"),
+    (["tiger", "--solver", "qmdp", "--episodes", "2000000000"], "2000000000 episodes: the evaluation would need"),
+    (["tiger", "--solver", "nvi", "--set", "train_steps=100000000000"], "expected an integer >= 1 and at most"),
+    (["tiger", "--solver", "nvi", "--set", "td_steps=1000000"], "give a smaller Config.capacity, batch_per_node, "
+                                                                 "td_steps or hidden"),
+    (["tiger", "--solver", "nvi", "--set", "max_depth=1000000000"], "give a smaller Config.max_depth"),
+    # flags are checked before the model is loaded: no banner first
+    (["tiger", "--solver", "gpomdp", "--beta", "2"], "--beta must be in [0, 1)"),
 ])
 def test_user_mistakes_get_one_line_and_status_2(capsys, argv, phrase):
     code, _, err = run_cli(capsys, *argv)
     assert code == 2
     assert phrase in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags", [("--target-gap", "-1"), ("--devices", "two"), ("--solver", "gpomdp", "--beta", "2"),
+                                   ("--solver", "gpomdp", "--memory", "0"), ("--episodes", "0"),
+                                   ("--solver", "gpomdp", "--restarts", "0")])
+def test_flags_are_refused_before_the_model_is_loaded(tmp_path, capsys, flags):
+    """A bad flag on a large file cost the whole load first (and printed the model's banner)."""
+    code, out, err = run_cli(capsys, "tiger", *flags)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+
+
+def test_outputs_that_name_one_file_are_refused_before_solving(tmp_path, capsys):
+    """--out and --json on one name left only the JSON (and said the policy was written there); --out on the
+    model's own name replaced the model with alpha-vectors."""
+    model = tmp_path / "m.pomdp"
+    model.write_text("discount: 0.95\nvalues: reward\nstates: 2\nactions: 2\nobservations: 2\n"
+                     "T: * identity\nO: * uniform\nR: 0 : * : * : * 1\n")
+    (tmp_path / "ck").mkdir()
+    before = model.read_text()
+    link = tmp_path / "alias.json"
+    cases = [("--out", str(tmp_path / "o.alpha"), "--json", str(tmp_path / "o.alpha"), "name the same file"),
+             ("--json", str(tmp_path / "r.png"), "--plot", str(tmp_path / "." / "r.png"), "name the same file"),
+             ("--out", str(model), None, None, "is the model file being solved"),
+             ("--out", str(tmp_path / "ck" / "checkpoint.msgpack"), "--checkpoint", str(tmp_path / "ck"),
+              "is the checkpoint file of --checkpoint")]
+    os.link(model, link)
+    cases.append(("--json", str(link), None, None, "is the model file being solved"))  # a hard link to it
+    for flag, path, flag2, path2, phrase in cases:
+        argv = [str(model), "--solver", "hsvi", "--time-limit", "1", flag, path] + ([flag2, path2] if flag2 else [])
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 2 and phrase in err and out == "", (argv, err)
+    assert model.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.json", "ck", "m.pomdp"]
+    assert not any((tmp_path / "ck").iterdir())
+
+
+def test_json_has_no_infinity(tmp_path, capsys):
+    """An unlimited run (--time-limit inf, --target-gap inf) wrote Infinity, which JSON parsers refuse."""
+    out = tmp_path / "r.json"
+    code, _, _ = run_cli(capsys, "tiger", "--solver", "qmdp", "--time-limit", "inf", "--target-gap", "inf",
+                         "--json", str(out))
+    assert code == 0
+    record = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert record["time_limit"] is None and record["target_gap"] is None
+
+
+def test_a_refused_run_leaves_no_checkpoint_folder(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "tiger", "--solver", "nvi", "--set", "capacity=2",
+                           "--checkpoint", str(tmp_path / "new" / "ck"))
+    assert code == 2 and "capacity 2 < 3 actions" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_malformed_file_names_file_line_and_column(tmp_path, capsys):
