@@ -466,6 +466,10 @@ def test_counts_beyond_int32_are_refused_by_the_field_check():
     with pytest.raises(ConfigError, match=r"expected a list of positive integers at most 2147483647"):
         nvi.check_config(nvi.Config()._replace(hidden=(2 ** 31,)))
     nvi.check_config(nvi.Config()._replace(train_steps=2 ** 31 - 1))
+    # an iteration's trajectories must fit in the pool (width=10**9 traced forever, then ran past any limit)
+    with pytest.raises(ConfigError, match=r"width x max_depth = 4096 beliefs an iteration, more than the pool holds"):
+        nvi.check_config(nvi.Config(width=64, max_depth=64))
+    nvi.check_config(nvi.Config(width=32, max_depth=64))
 
 
 def test_width_is_a_loop_with_the_unrolled_loops_numbers():

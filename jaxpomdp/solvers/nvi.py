@@ -361,12 +361,17 @@ def _field_expected(name: str, value) -> Optional[str]:
 
 def check_config(config: Config) -> Config:
     """Raises ConfigError naming the first field of ``config`` outside what :func:`parse_overrides`
-    accepts (sizes and counts at least 1, step sizes positive, shares in [0, 1], numbers finite)."""
+    accepts (sizes and counts at least 1 and at most :data:`MAX_COUNT`, step sizes positive, shares in
+    [0, 1], numbers finite), or more beliefs an iteration (``width x max_depth``) than the pool holds."""
     for name in Config._fields:
         value = getattr(config, name)
         what = _field_expected(name, value)
         if what is not None:
             raise ConfigError(f"Config.{name} = {value!r}: expected {what}")
+    if config.width * config.max_depth > config.pool_capacity:  # one iteration would overwrite its own beliefs
+        raise ConfigError(f"Config.width x max_depth = {config.width * config.max_depth} beliefs an iteration, more "
+                          f"than the pool holds (pool_capacity {config.pool_capacity}): give a smaller width or "
+                          "max_depth, or a larger pool_capacity")
     return config
 
 
