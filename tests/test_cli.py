@@ -195,7 +195,7 @@ def test_problem_given_as_a_file(tmp_path, capsys):
     (["tiger", "--solver", "nvi", "--set", "train_steps=100000000000"], "expected an integer >= 1 and at most"),
     (["tiger", "--solver", "nvi", "--set", "td_steps=1000000"], "give a smaller Config.capacity, batch_per_node, "
                                                                  "td_steps or hidden"),
-    (["tiger", "--solver", "nvi", "--set", "max_depth=1000000000"], "give a smaller Config.max_depth"),
+    (["tiger", "--solver", "nvi", "--set", "max_depth=1000000000"], "give a smaller width or max_depth"),
     # flags are checked before the model is loaded: no banner first
     (["tiger", "--solver", "gpomdp", "--beta", "2"], "--beta must be in [0, 1)"),
 ])
