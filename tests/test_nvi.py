@@ -447,7 +447,7 @@ def test_memory_estimate_counts_the_state_init_allocates(monkeypatch):
 @pytest.mark.parametrize("field, value, part, hint", [
     ("td_steps", 10 ** 8, "train", "td_steps"),            # 10**6 on tiger: 9 GB and still running at a 2 s limit
     ("batch_per_node", 10 ** 8, "train", "batch_per_node"),  # was XLA's out-of-memory traceback
-    ("max_depth", 10 ** 8, "explore", "max_depth"),          # the same
+    ("verify_successors", 10 ** 8, "explore", "verify_successors"),  # (max_depth: the pool check, below)
     ("fit_repeats", 10 ** 8, "explore", "fit_repeats"),
 ])
 def test_working_arrays_too_large_are_refused_with_the_fields_that_make_them(field, value, part, hint):
@@ -470,6 +470,20 @@ def test_counts_beyond_int32_are_refused_by_the_field_check():
     with pytest.raises(ConfigError, match=r"width x max_depth = 4096 beliefs an iteration, more than the pool holds"):
         nvi.check_config(nvi.Config(width=64, max_depth=64))
     nvi.check_config(nvi.Config(width=32, max_depth=64))
+
+
+def test_default_bank_grows_for_simulators_with_many_actions():
+    """RockSample(15,15) (20 actions) filled 256 slots in two minutes; more than 16 actions get 768 nodes with
+    about as many train samples (768 x 6), what the user's --set overrides; tabular models keep their preset."""
+    small, large = rocksample_sim(11, 11), rocksample_sim(15, 15)
+    assert (small.num_actions, large.num_actions) == (16, 20)
+    assert nvi.default_config(small).capacity == nvi.Config().capacity == 256
+    got = nvi.default_config(large)
+    assert (got.capacity, got.batch_per_node) == (768, 6)
+    assert got._replace(capacity=256, batch_per_node=16) == nvi.default_config(small)._replace(
+        max_depth=got.max_depth)
+    assert nvi.default_config(large, capacity=300).capacity == 300
+    assert nvi.default_config(problems.get("rocksample_4_4")).capacity == 256
 
 
 def test_width_is_a_loop_with_the_unrolled_loops_numbers():
