@@ -9,6 +9,7 @@ from jaxpomdp.io import load_pomdp, save_pomdp
 from jaxpomdp.model import (
     GenerativePOMDP,
     TabularPOMDP,
+    as_simulator,
     dense_transitions,
     from_dense,
     validate,
@@ -24,6 +25,7 @@ __all__ = [
     "NumericalError",
     "PomdpFormatError",
     "TabularPOMDP",
+    "as_simulator",
     "belief",
     "bounds",
     "checkpoint",

@@ -46,7 +46,8 @@ class PomdpFormatError(ValueError):
 
 
 class InvalidModelError(ValueError):
-    """A model's arrays do not describe a valid POMDP (raised by ``validate``).
+    """A model's arrays do not describe a valid POMDP (raised by ``validate``), or a simulator does
+    not follow the ``GenerativePOMDP`` protocol (raised by ``as_simulator``).
 
     The message names the offending entry, e.g.
     ``next_prob[action='listen', state='tiger-left'] sums to 0.9 (expected 1 ± 1e-05)``.

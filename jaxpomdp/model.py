@@ -28,6 +28,8 @@ from jaxpomdp.errors import InvalidModelError
 __all__ = [
     "TabularPOMDP",
     "GenerativePOMDP",
+    "StaticSimulator",
+    "as_simulator",
     "Names",
     "from_dense",
     "dense_transitions",
@@ -105,7 +107,13 @@ class GenerativePOMDP(Protocol):
     (``Z(o | a, s')``; without it the filter accepts a particle whose own sampled
     observation matches) and ``resample_particles(key, states, weights) -> states``
     (its own resampling, e.g. RockSample's by rock); NVI's exploration uses
-    ``upper_value(state)`` (an upper bound on the value of a known state).
+    ``upper_value(state)`` (an upper bound on the value of a known state);
+    ``simulate.evaluate`` reads ``max_abs_reward`` (``max |R|``) for its default horizon.
+
+    A plain Python class will do: the solvers' entry points pass the model through
+    :func:`as_simulator`, which checks the protocol by tracing (refusing a broken
+    simulator with :class:`~jaxpomdp.errors.InvalidModelError`) and holds an object
+    that is not a pytree as static data.
     """
 
     num_actions: int
@@ -117,6 +125,150 @@ class GenerativePOMDP(Protocol):
     def step(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, jax.Array, jax.Array, jax.Array]: ...
 
     def features(self, state: Any) -> jax.Array: ...
+
+
+class _ById:
+    """Holds an object as static pytree data compared by identity (a simulator may define ``__eq__``
+    without ``__hash__``, or compare arrays elementwise)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+    def __eq__(self, other):
+        return isinstance(other, _ById) and other.obj is self.obj
+
+
+@struct.dataclass
+class StaticSimulator:
+    """A simulator that is not a pytree, made one: the object is static data (hashed by identity).
+
+    :func:`as_simulator` wraps a plain Python object this way so that it can be passed
+    to jit-compiled functions; every attribute and method is the wrapped object's.
+    Arrays it holds become constants of the compiled programs (each new object
+    compiles anew); for large arrays, or to vmap over models, make the simulator a
+    pytree instead (``flax.struct.dataclass``, ``chex.dataclass``, a NamedTuple).
+    """
+
+    held: _ById = struct.field(pytree_node=False)
+
+    @property
+    def simulator(self) -> Any:
+        """The wrapped object."""
+        return self.held.obj
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name == "held":  # copy/pickle probe dunders before __init__ ran
+            raise AttributeError(name)
+        return getattr(self.held.obj, name)
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+
+
+def _spec(x) -> str:
+    return f"{np.dtype(x.dtype).name}{list(x.shape)}"
+
+
+def as_simulator(model: Any, *, features: bool = False, name: str = "model") -> Any:
+    """Checks that ``model`` follows :class:`GenerativePOMDP` and returns it in a form jit accepts.
+
+    The solvers' entry points (``nvi.solve``, ``gpomdp.solve``, ``simulate.evaluate``,
+    ...) call it, so a simulator written as a plain Python class works, and a broken
+    one is refused with what is wrong rather than a JAX traceback from deep inside a
+    compiled loop. Call it yourself before passing a plain object to the lower-level
+    pieces (``nvi.init``, ``simulate.rollout``, ``particles.update``) under your own jit.
+
+    What is checked, by tracing (``jax.eval_shape``, no computation): ``num_actions``
+    and ``num_observations`` are positive integers and ``discount`` a number in
+    ``[0, 1]``; ``initial_state(key)`` and ``step(key, state, action)`` can be traced
+    with a traced action; ``step`` returns four things, a next state of the same
+    structure, shapes and dtypes as ``initial_state``'s (``lax.scan`` carries it), an
+    integer (or boolean) scalar observation, a real scalar reward and a boolean (or
+    integer) scalar ``done``; with ``features=True`` (what NVI needs),
+    ``features(state)`` is a 1-D real array.
+
+    Args:
+      model: a simulator; a :class:`TabularPOMDP` or another registered pytree is
+        returned as it is (after the checks), any other object as a
+        :class:`StaticSimulator` holding it.
+      features: also check ``features``.
+      name: how messages call the model.
+
+    Raises:
+      InvalidModelError: naming the method or attribute and what it gave.
+    """
+    if isinstance(model, TabularPOMDP):
+        return model  # checked when built (validate)
+    for attr in ("num_actions", "num_observations"):
+        value = getattr(model, attr, None)
+        try:
+            ok = value is not None and not isinstance(value, bool) and int(value) == value and int(value) >= 1
+        except (TypeError, ValueError, jax.errors.ConcretizationTypeError):
+            ok = False
+        if not ok:
+            raise InvalidModelError(f"{name}.{attr} must be a positive integer, found {value!r}")
+    discount = getattr(model, "discount", None)
+    if isinstance(discount, jax.core.Tracer):  # a model traced by the caller's own jit or vmap
+        discount = 0.0
+    try:
+        d = float(np.asarray(discount))
+    except (TypeError, ValueError, jax.errors.ConcretizationTypeError):
+        d = float("nan")
+    if not 0.0 <= d <= 1.0:
+        raise InvalidModelError(f"{name}.discount must be a number in [0, 1], found {discount!r}")
+    needed = ("initial_state", "step") + (("features",) if features else ())
+    missing = [m for m in needed if not callable(getattr(model, m, None))]
+    if missing:
+        raise InvalidModelError(f"{name} has no method {', '.join(missing)} (a GenerativePOMDP needs "
+                                f"{', '.join(needed)})")
+    leaves = jax.tree.leaves(model)
+    if len(leaves) == 1 and leaves[0] is model:  # not a registered pytree: jit could not take it
+        model = StaticSimulator(_ById(model))
+    key = jax.random.key(0)
+    try:
+        state = jax.eval_shape(lambda k: model.initial_state(k), key)
+    except Exception as e:
+        raise InvalidModelError(f"{name}.initial_state(key) cannot be traced by JAX ({_short(e)}); it must be "
+                                "pure JAX code (jnp, jax.random, lax; no Python if/int() on its values)") from e
+    action = jax.ShapeDtypeStruct((), jnp.int32)
+    try:
+        out = jax.eval_shape(lambda k, s, a: model.step(k, s, a), key, state, action)
+    except Exception as e:
+        raise InvalidModelError(f"{name}.step(key, state, action) cannot be traced by JAX with a traced int32 "
+                                f"action ({_short(e)}); it must be pure JAX code (jnp, jax.random, lax; no Python "
+                                "if/int() on its values)") from e
+    if not isinstance(out, (tuple, list)) or len(out) != 4:
+        got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
+        raise InvalidModelError(f"{name}.step must return (next_state, observation, reward, done); it returned {got}")
+    nxt, obs, reward, done = out
+    same = jax.tree.structure(nxt) == jax.tree.structure(state) and all(
+        a.shape == b.shape and a.dtype == b.dtype for a, b in zip(jax.tree.leaves(nxt), jax.tree.leaves(state)))
+    if not same:
+        show = lambda t: jax.tree.map(_spec, t)  # noqa: E731
+        raise InvalidModelError(f"{name}.step returned a next state {show(nxt)} unlike initial_state's {show(state)}: "
+                                "a state must keep its structure, shapes and dtypes")
+    for what, x, kinds, means in (("observation", obs, "iub", "an integer scalar (an index below num_observations)"),
+                                  ("reward", reward, "iuf", "a real scalar"),
+                                  ("done", done, "biu", "a boolean scalar")):
+        if not hasattr(x, "shape") or x.shape != () or np.dtype(x.dtype).kind not in kinds:
+            got = _spec(x) if hasattr(x, "shape") else type(x).__name__
+            raise InvalidModelError(f"{name}.step's {what} must be {means}; it is {got}")
+    if features:
+        try:
+            f = jax.eval_shape(lambda s: model.features(s), state)
+        except Exception as e:
+            raise InvalidModelError(f"{name}.features(state) cannot be traced by JAX ({_short(e)})") from e
+        if not hasattr(f, "shape") or len(f.shape) != 1 or np.dtype(f.dtype).kind not in "biuf" or not f.shape[0]:
+            got = _spec(f) if hasattr(f, "shape") else type(f).__name__
+            raise InvalidModelError(f"{name}.features(state) must be a non-empty 1-D real array; it is {got}")
+    return model
 
 
 @struct.dataclass

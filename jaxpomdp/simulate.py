@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxpomdp.model import as_simulator
+
 __all__ = ["Trajectory", "Evaluation", "rollout", "evaluate", "default_horizon",
            "MAX_DEFAULT_HORIZON"]
 
@@ -257,7 +259,9 @@ def evaluate(key: jax.Array, model: Any, policy: Any, *, num_episodes: int = 100
 
     Args:
       key: a PRNG key.
-      model: a :class:`~jaxpomdp.model.GenerativePOMDP` with a concrete ``discount``.
+      model: a :class:`~jaxpomdp.model.GenerativePOMDP` with a concrete ``discount`` (a plain
+        Python class will do; one that breaks the protocol raises
+        :class:`~jaxpomdp.errors.InvalidModelError`, see :func:`~jaxpomdp.model.as_simulator`).
       policy: a policy (see :mod:`jaxpomdp.policy`).
       num_episodes: number of episodes (with only 1 the standard error is ``inf``).
       horizon: steps per episode; by default :func:`default_horizon` of the discount
@@ -283,6 +287,7 @@ def evaluate(key: jax.Array, model: Any, policy: Any, *, num_episodes: int = 100
         raise ValueError(f"num_episodes = {num_episodes}: need at least 1")
     if batch_size < 1:
         raise ValueError(f"batch_size = {batch_size}: need at least 1")
+    model = as_simulator(model)
     gamma = float(np.asarray(model.discount))
     r_max = _max_abs_reward(model) if max_abs_reward is None else float(max_abs_reward)
     if horizon is None:

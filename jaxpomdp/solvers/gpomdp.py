@@ -47,6 +47,7 @@ from jaxpomdp import distributed, stochastic
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, model_fingerprint, start_seconds, stopped
 from jaxpomdp.errors import ConfigError
 from jaxpomdp.io.limits import refusal
+from jaxpomdp.model import as_simulator
 from jaxpomdp.precision import HIGHEST
 from jaxpomdp.solvers.baseline import (SolveResult, all_finite, check_finite, check_model, check_solve_args,
                                        compile_cached)
@@ -199,6 +200,7 @@ def gpomdp(key: jax.Array, model: Any, policy: Any, params: Any, *, num_steps: i
       True
     """
     _check(beta, restart_prob, num_steps, num_chains)
+    model = as_simulator(model)
     grad, stderr, reward, reward_se = _gpomdp(key, model, policy, params, beta, restart_prob,
                                               int(num_steps), int(num_chains), baseline)
     return GradientEstimate(grad, stderr, reward, reward_se, int(num_steps) * int(num_chains))
@@ -237,6 +239,7 @@ def olpomdp(key: jax.Array, model: Any, policy: Any, params: Any, *, num_steps: 
       reward over the chains at each step.
     """
     _check(beta, restart_prob, num_steps, num_chains)
+    model = as_simulator(model)
     return _olpomdp(key, model, policy, params, beta, restart_prob, step_size, int(num_steps), int(num_chains))
 
 
@@ -452,7 +455,8 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     the single-device one up to the order of floating-point sums.
 
     Raises:
-      InvalidModelError: a tabular model holds a NaN or an infinity.
+      InvalidModelError: a tabular model holds a NaN or an infinity, or a simulator breaks the
+        ``GenerativePOMDP`` protocol (:func:`~jaxpomdp.model.as_simulator`).
       CheckpointError: ``resume`` is of another solver, model or settings.
       NumericalError: a restart's gradient estimate, new parameters or reward
         estimate is not finite; ``last_good`` is the result of the parameters before
@@ -460,6 +464,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     """
     check_solve_args(time_limit, target_gap, seed, max_iterations)
     del target_gap
+    model = as_simulator(model)
     with distributed.using(mesh):
         return _solve(model, time_limit, seed, callback, config or Config(), policy, params, max_iterations,
                       gradient_tolerance, checkpoint, resume, stop)

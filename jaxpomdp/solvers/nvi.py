@@ -125,7 +125,7 @@ from jaxpomdp.controller import (Controller, ControllerPolicy, exact_alphas, ini
                                  reachable)
 from jaxpomdp.errors import ConfigError, is_integer
 from jaxpomdp.io.limits import gib, refusal
-from jaxpomdp.model import TabularPOMDP
+from jaxpomdp.model import TabularPOMDP, as_simulator
 from jaxpomdp.precision import HIGHEST, exact
 from jaxpomdp.solvers.baseline import SolveResult, check_finite, check_model, check_solve_args
 
@@ -1324,6 +1324,8 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
       and counts.
 
     Raises:
+      InvalidModelError: a simulator that breaks the ``GenerativePOMDP`` protocol or has no
+        ``features`` (:func:`~jaxpomdp.model.as_simulator`; a plain Python class is accepted).
       ConfigError: a ``config`` outside its fields' ranges (:func:`check_config`), a
         ``guide_share`` without a guide policy or a guide without a share (:func:`guide_for`), a
         bank smaller than the number of actions, or one whose state and largest
@@ -1339,6 +1341,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
             return solve(model, time_limit=time_limit, target_gap=target_gap, seed=seed, callback=callback,
                          config=config, network=network, max_iterations=max_iterations, warmup_steps=warmup_steps,
                          checkpoint=checkpoint, resume=resume, stop=stop, guide=guide)
+    model = as_simulator(model, features=True)
     gamma = float(np.asarray(model.discount))
     if not 0 <= gamma < 1:
         raise ValueError(f"discount = {gamma!r}: NVI needs 0 <= discount < 1")
