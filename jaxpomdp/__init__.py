@@ -4,7 +4,8 @@ The public names below are stable; see README.md for a tour.
 """
 
 from jaxpomdp import belief, bounds, checkpoint, policy, problems, simulate
-from jaxpomdp.errors import CheckpointError, ConfigError, InvalidModelError, NumericalError, PomdpFormatError
+from jaxpomdp.errors import (CheckpointError, ConfigError, InvalidModelError, InvalidPolicyError, NumericalError,
+                             PomdpFormatError)
 from jaxpomdp.io import load_pomdp, save_pomdp
 from jaxpomdp.model import (
     GenerativePOMDP,
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigError",
     "GenerativePOMDP",
     "InvalidModelError",
+    "InvalidPolicyError",
     "NumericalError",
     "PomdpFormatError",
     "TabularPOMDP",

@@ -155,9 +155,9 @@ def _plain(x: Any) -> Any:
 def model_fingerprint(model: Any) -> str:
     """A hash of the model's type, and its arrays' shapes, dtypes and bytes."""
     h = hashlib.blake2b(digest_size=16)
-    from jaxpomdp.model import StaticSimulator
-    if isinstance(model, StaticSimulator):  # no leaves: the class of the object it holds tells models apart
-        kind = type(model.simulator)
+    from jaxpomdp.model import StaticObject
+    if isinstance(model, StaticObject):  # no leaves: the class of the object it holds tells models apart
+        kind = type(model.wrapped)
         h.update(f"{kind.__module__}.{kind.__qualname__}".encode())
     else:
         h.update(type(model).__name__.encode())

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numbers
 
-__all__ = ["PomdpFormatError", "InvalidModelError", "NumericalError", "CheckpointError", "ConfigError",
-           "is_integer"]
+__all__ = ["PomdpFormatError", "InvalidModelError", "InvalidPolicyError", "NumericalError", "CheckpointError",
+           "ConfigError", "is_integer"]
 
 
 def is_integer(x) -> bool:
@@ -51,6 +51,14 @@ class InvalidModelError(ValueError):
 
     The message names the offending entry, e.g.
     ``next_prob[action='listen', state='tiger-left'] sums to 0.9 (expected 1 ± 1e-05)``.
+    """
+
+
+class InvalidPolicyError(ValueError):
+    """A policy does not follow the policy interface of :mod:`jaxpomdp.policy` (raised by ``as_policy``).
+
+    The message names the method and what it returned, e.g.
+    ``policy.act(key, memory) must return an integer scalar (an action); it returns float32[3]``.
     """
 
 

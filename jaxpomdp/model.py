@@ -28,7 +28,8 @@ from jaxpomdp.errors import InvalidModelError
 __all__ = [
     "TabularPOMDP",
     "GenerativePOMDP",
-    "StaticSimulator",
+    "StaticObject",
+    "as_pytree",
     "as_simulator",
     "Names",
     "from_dense",
@@ -144,21 +145,22 @@ class _ById:
 
 
 @struct.dataclass
-class StaticSimulator:
-    """A simulator that is not a pytree, made one: the object is static data (hashed by identity).
+class StaticObject:
+    """An object that is not a pytree, made one: held as static data (hashed by identity).
 
-    :func:`as_simulator` wraps a plain Python object this way so that it can be passed
-    to jit-compiled functions; every attribute and method is the wrapped object's.
-    Arrays it holds become constants of the compiled programs (each new object
-    compiles anew); for large arrays, or to vmap over models, make the simulator a
-    pytree instead (``flax.struct.dataclass``, ``chex.dataclass``, a NamedTuple).
+    :func:`as_simulator` and :func:`jaxpomdp.policy.as_policy` wrap a plain Python
+    object this way so that it can be passed to jit-compiled functions; every
+    attribute and method is the wrapped object's. Arrays it holds become constants of
+    the compiled programs (each new object compiles anew); for large arrays, or to
+    vmap over them, make the class a pytree instead (``flax.struct.dataclass``,
+    ``chex.dataclass``, a NamedTuple).
     """
 
     held: _ById = struct.field(pytree_node=False)
 
     @property
-    def simulator(self) -> Any:
-        """The wrapped object."""
+    def wrapped(self) -> Any:
+        """The object held."""
         return self.held.obj
 
     def __getattr__(self, name):
@@ -167,12 +169,20 @@ class StaticSimulator:
         return getattr(self.held.obj, name)
 
 
-def _short(e: BaseException) -> str:
+def as_pytree(obj: Any) -> Any:
+    """``obj`` itself when it is a pytree (registered, with or without leaves), else a
+    :class:`StaticObject` holding it."""
+    leaves = jax.tree.leaves(obj)
+    return StaticObject(_ById(obj)) if len(leaves) == 1 and leaves[0] is obj else obj
+
+
+def short_error(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:300] if text else ''}"
 
 
-def _spec(x) -> str:
+def spec(x) -> str:
+    """``float32[2, 3]``: an array's (or a ShapeDtypeStruct's) dtype and shape, for messages."""
     return f"{np.dtype(x.dtype).name}{list(x.shape)}"
 
 
@@ -197,7 +207,7 @@ def as_simulator(model: Any, *, features: bool = False, name: str = "model") -> 
     Args:
       model: a simulator; a :class:`TabularPOMDP` or another registered pytree is
         returned as it is (after the checks), any other object as a
-        :class:`StaticSimulator` holding it.
+        :class:`StaticObject` holding it.
       features: also check ``features``.
       name: how messages call the model.
 
@@ -228,21 +238,19 @@ def as_simulator(model: Any, *, features: bool = False, name: str = "model") -> 
     if missing:
         raise InvalidModelError(f"{name} has no method {', '.join(missing)} (a GenerativePOMDP needs "
                                 f"{', '.join(needed)})")
-    leaves = jax.tree.leaves(model)
-    if len(leaves) == 1 and leaves[0] is model:  # not a registered pytree: jit could not take it
-        model = StaticSimulator(_ById(model))
+    model = as_pytree(model)  # a plain object: held as static data, which jit can take
     key = jax.random.key(0)
     try:
         state = jax.eval_shape(lambda k: model.initial_state(k), key)
     except Exception as e:
-        raise InvalidModelError(f"{name}.initial_state(key) cannot be traced by JAX ({_short(e)}); it must be "
+        raise InvalidModelError(f"{name}.initial_state(key) cannot be traced by JAX ({short_error(e)}); it must be "
                                 "pure JAX code (jnp, jax.random, lax; no Python if/int() on its values)") from e
     action = jax.ShapeDtypeStruct((), jnp.int32)
     try:
         out = jax.eval_shape(lambda k, s, a: model.step(k, s, a), key, state, action)
     except Exception as e:
         raise InvalidModelError(f"{name}.step(key, state, action) cannot be traced by JAX with a traced int32 "
-                                f"action ({_short(e)}); it must be pure JAX code (jnp, jax.random, lax; no Python "
+                                f"action ({short_error(e)}); it must be pure JAX code (jnp, jax.random, lax; no Python "
                                 "if/int() on its values)") from e
     if not isinstance(out, (tuple, list)) or len(out) != 4:
         got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
@@ -251,22 +259,22 @@ def as_simulator(model: Any, *, features: bool = False, name: str = "model") -> 
     same = jax.tree.structure(nxt) == jax.tree.structure(state) and all(
         a.shape == b.shape and a.dtype == b.dtype for a, b in zip(jax.tree.leaves(nxt), jax.tree.leaves(state)))
     if not same:
-        show = lambda t: jax.tree.map(_spec, t)  # noqa: E731
+        show = lambda t: jax.tree.map(spec, t)  # noqa: E731
         raise InvalidModelError(f"{name}.step returned a next state {show(nxt)} unlike initial_state's {show(state)}: "
                                 "a state must keep its structure, shapes and dtypes")
     for what, x, kinds, means in (("observation", obs, "iub", "an integer scalar (an index below num_observations)"),
                                   ("reward", reward, "iuf", "a real scalar"),
                                   ("done", done, "biu", "a boolean scalar")):
         if not hasattr(x, "shape") or x.shape != () or np.dtype(x.dtype).kind not in kinds:
-            got = _spec(x) if hasattr(x, "shape") else type(x).__name__
+            got = spec(x) if hasattr(x, "shape") else type(x).__name__
             raise InvalidModelError(f"{name}.step's {what} must be {means}; it is {got}")
     if features:
         try:
             f = jax.eval_shape(lambda s: model.features(s), state)
         except Exception as e:
-            raise InvalidModelError(f"{name}.features(state) cannot be traced by JAX ({_short(e)})") from e
+            raise InvalidModelError(f"{name}.features(state) cannot be traced by JAX ({short_error(e)})") from e
         if not hasattr(f, "shape") or len(f.shape) != 1 or np.dtype(f.dtype).kind not in "biuf" or not f.shape[0]:
-            got = _spec(f) if hasattr(f, "shape") else type(f).__name__
+            got = spec(f) if hasattr(f, "shape") else type(f).__name__
             raise InvalidModelError(f"{name}.features(state) must be a non-empty 1-D real array; it is {got}")
     return model
 

@@ -18,6 +18,7 @@ import numpy as np
 from jax import lax
 
 from jaxpomdp.model import as_simulator
+from jaxpomdp.policy import as_policy
 
 __all__ = ["Trajectory", "Evaluation", "rollout", "evaluate", "default_horizon",
            "MAX_DEFAULT_HORIZON"]
@@ -262,7 +263,9 @@ def evaluate(key: jax.Array, model: Any, policy: Any, *, num_episodes: int = 100
       model: a :class:`~jaxpomdp.model.GenerativePOMDP` with a concrete ``discount`` (a plain
         Python class will do; one that breaks the protocol raises
         :class:`~jaxpomdp.errors.InvalidModelError`, see :func:`~jaxpomdp.model.as_simulator`).
-      policy: a policy (see :mod:`jaxpomdp.policy`).
+      policy: a policy (see :mod:`jaxpomdp.policy`; a plain Python class will do, one that
+        breaks the interface raises :class:`~jaxpomdp.errors.InvalidPolicyError`, see
+        :func:`~jaxpomdp.policy.as_policy`).
       num_episodes: number of episodes (with only 1 the standard error is ``inf``).
       horizon: steps per episode; by default :func:`default_horizon` of the discount
         (the truncation error is then at most 1% of ``max|R|``). Required when the
@@ -301,6 +304,7 @@ def evaluate(key: jax.Array, model: Any, policy: Any, *, num_episodes: int = 100
     _check_fits(model, policy)
     if hasattr(policy, "bucketed"):  # the same policy, padded: nearby sizes share the compiled program
         policy = policy.bucketed()
+    policy = as_policy(policy, model)
     mean, stderr = _returns_stats(key, model, policy, num_episodes, horizon,
                                   min(batch_size, num_episodes))
     return Evaluation(mean, stderr, (mean - 1.96 * stderr, mean + 1.96 * stderr),

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from flax import struct
 
-from jaxpomdp import InvalidModelError, simulate
+from jaxpomdp import InvalidModelError, InvalidPolicyError, simulate
 from jaxpomdp.checkpoint import model_fingerprint
-from jaxpomdp.model import StaticSimulator, as_simulator
+from jaxpomdp.model import StaticObject, as_simulator
 from jaxpomdp.policy import BlindPolicy
 from jaxpomdp.solvers import gpomdp, nvi
 from jaxpomdp.stochastic import SoftmaxPolicy
@@ -68,7 +68,7 @@ TINY = nvi.Config(capacity=16, hidden=(8,), num_particles=16, b0_particles=64, m
 
 def test_a_plain_class_gives_what_the_same_simulator_as_a_pytree_gives():
     plain, tree = PlainTiger(), PytreeTiger()
-    assert isinstance(as_simulator(plain), StaticSimulator)
+    assert isinstance(as_simulator(plain), StaticObject)
     assert as_simulator(tree) is tree  # pytrees pass as they are
     runs = [nvi.solve(m, time_limit=None, max_iterations=3, config=TINY, seed=3) for m in (plain, tree)]
     a, b = (r.policy.controller for r in runs)
@@ -89,10 +89,10 @@ def test_an_unhashable_plain_simulator_is_held_by_identity():
     ev = simulate.evaluate(jax.random.key(0), m, BlindPolicy(jnp.int32(0)), num_episodes=8, horizon=5)
     assert float(ev.mean) == pytest.approx(-(1 - 0.95 ** 5) / 0.05)
     w = as_simulator(m)
-    assert w.simulator is m and w.layout is m.layout and w == as_simulator(m)
+    assert w.wrapped is m and w.layout is m.layout and w == as_simulator(m)
     assert w != as_simulator(ComparesItsArrays())  # another object: another compiled program
     for c in (copy.copy(w), copy.deepcopy(w)):  # no recursion through __getattr__
-        assert isinstance(c, StaticSimulator)
+        assert isinstance(c, StaticObject)
 
 
 def test_checkpoint_fingerprints_tell_plain_simulator_classes_apart():
@@ -192,3 +192,58 @@ def test_the_readme_simulator_example_runs_and_plans():
     tiger = scope["Tiger"]()
     assert jax.tree.leaves(tiger) == [tiger]  # a plain class, not a pytree
     assert float(scope["ev"].mean) > 15  # the optimum is 19.37; listening forever earns -20, any blind door -45
+
+
+# ------------------------------------------------------------------ policies
+class ListenThenOpen:
+    """A plain-class policy: listen until the count of 'heard left' minus 'heard right' reaches 2, then open
+    the other door and start counting again."""
+
+    def init(self, model):
+        return jnp.int32(0)
+
+    def act(self, key, memory):
+        return jnp.where(memory >= 2, 2, jnp.where(memory <= -2, 1, 0)).astype(jnp.int32)
+
+    def update(self, model, memory, action, observation):
+        heard = jnp.where(observation == 0, 1, -1)
+        return jnp.where(action == 0, memory + heard, 0).astype(jnp.int32)
+
+
+@struct.dataclass
+class PytreeListenThenOpen(ListenThenOpen):
+    pass
+
+
+def test_a_plain_class_policy_gives_what_the_same_policy_as_a_pytree_gives():
+    evs = [simulate.evaluate(jax.random.key(0), PlainTiger(), p, num_episodes=500, horizon=100)
+           for p in (ListenThenOpen(), PytreeListenThenOpen())]
+    assert float(evs[0].mean) == float(evs[1].mean)
+    assert float(evs[0].mean) > 0  # far better than listening forever (-20) or opening blindly (-45)
+
+
+def _policy(**methods):
+    return type("BrokenPolicy", (ListenThenOpen,), methods)()
+
+
+BROKEN_POLICIES = [
+    ("float-action", dict(act=lambda self, k, m: jnp.float32(0)),
+     "policy.act(key, memory) must give an integer scalar (an action); it gives float32[]"),
+    ("vector-action", dict(act=lambda self, k, m: jnp.zeros(3, jnp.int32)), "it gives int32[3]"),
+    ("memory-changes-dtype", dict(update=lambda self, mo, m, a, o: m.astype(jnp.float32)),
+     "policy.update returned a memory float32[] unlike init's int32[]"),
+    ("python-branch", dict(update=lambda self, mo, m, a, o: m + 1 if o == 0 else m),
+     "policy.update(model, memory, action, observation) with a traced action and observation cannot be traced"),
+    ("no-update", dict(update=None), "policy has no method update (a policy needs init, act (or sample) and update)"),
+    ("sample-one-value", dict(sample=lambda self, k, m: jnp.int32(0)),
+     "policy.sample(key, memory) must return (action, memory)"),
+    ("sample-changes-memory", dict(sample=lambda self, k, m: (jnp.int32(0), jnp.zeros(2))),
+     "policy.sample returned a memory float32[2] unlike init's int32[]"),
+]
+
+
+@pytest.mark.parametrize("methods, phrase", [b[1:] for b in BROKEN_POLICIES], ids=[b[0] for b in BROKEN_POLICIES])
+def test_a_broken_policy_is_refused_by_evaluate_with_what_is_wrong(methods, phrase):
+    with pytest.raises(InvalidPolicyError) as info:
+        simulate.evaluate(jax.random.key(0), PlainTiger(), _policy(**methods), num_episodes=4, horizon=3)
+    assert phrase in str(info.value), str(info.value)
