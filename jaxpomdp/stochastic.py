@@ -45,11 +45,12 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxpomdp.model import inverse_cdf
+from jaxpomdp.errors import InvalidPolicyError, is_integer
+from jaxpomdp.model import as_pytree, inverse_cdf, short_error, spec
 
 __all__ = ["StochasticPolicy", "LogisticPolicy", "SoftmaxPolicy", "FiniteStateController",
            "MLPPolicy", "SampledPolicy", "observation_features", "observation_feature_size",
-           "initial_observation", "sample", "sample_with_uniform", "log_prob"]
+           "initial_observation", "sample", "sample_with_uniform", "log_prob", "as_stochastic_policy"]
 
 
 def _float():
@@ -102,6 +103,52 @@ class StochasticPolicy:
 
     def log_probs(self, params: Any, memory: jax.Array, obs_features: jax.Array) -> jax.Array:  # pragma: no cover
         raise NotImplementedError
+
+
+def as_stochastic_policy(policy: Any, model: Any, params: Any = None, *, name: str = "policy") -> Any:
+    """Checks that ``policy`` follows :class:`StochasticPolicy` on ``model`` and returns it in a form jit accepts.
+
+    The policy-gradient entry points (``gpomdp.gpomdp``, ``olpomdp``, ``solve``) call it,
+    so a policy written as a plain Python class works (held as static data,
+    :class:`~jaxpomdp.model.StaticObject`) and a broken one is refused with what is
+    wrong. Checked: ``num_actions`` is the model's, ``num_memory`` a positive
+    integer, and ``log_probs(params, memory, obs_features)`` traces (with ``params``,
+    or ``init_params(key)``'s shapes when None) to a real ``[num_memory, num_actions]``
+    array.
+
+    Raises:
+      InvalidPolicyError: naming the attribute or method and what it gave.
+    """
+    for attr in ("num_actions", "num_memory"):
+        value = getattr(policy, attr, None)
+        if not (is_integer(value) and value >= 1):
+            raise InvalidPolicyError(f"{name}.{attr} must be a positive integer, found {value!r}")
+    if int(policy.num_actions) != int(model.num_actions):
+        raise InvalidPolicyError(f"{name}.num_actions is {policy.num_actions}; the model has {model.num_actions} "
+                                 "actions")
+    missing = [m for m in ("init_params", "log_probs") if not callable(getattr(policy, m, None))]
+    if missing:
+        raise InvalidPolicyError(f"{name} has no method {', '.join(missing)} (a stochastic policy needs "
+                                 "init_params and log_probs)")
+    policy = as_pytree(policy)
+
+    def traced(what, fn, *args):
+        try:
+            return jax.eval_shape(fn, *args)
+        except Exception as e:
+            raise InvalidPolicyError(f"{name}.{what} cannot be traced by JAX ({short_error(e)})") from e
+
+    if params is None:
+        params = traced("init_params(key)", lambda k: policy.init_params(k), jax.random.key(0))
+    obs = traced("observation features", lambda o: observation_features(model, o), jax.ShapeDtypeStruct((), jnp.int32))
+    out = traced("log_probs(params, memory, obs_features)", lambda p, m, f: policy.log_probs(p, m, f),
+                 params, jax.ShapeDtypeStruct((), jnp.int32), obs)
+    want = (int(policy.num_memory), int(policy.num_actions))
+    if not hasattr(out, "shape") or tuple(out.shape) != want or not jnp.issubdtype(out.dtype, jnp.floating):
+        got = spec(out) if hasattr(out, "shape") else type(out).__name__
+        raise InvalidPolicyError(f"{name}.log_probs(params, memory, obs_features) must be a float "
+                                 f"[num_memory, num_actions] = {list(want)} array; it is {got}")
+    return policy
 
 
 def sample(key: jax.Array, policy: Any, params: Any, memory: jax.Array, obs_features: jax.Array):

@@ -19,7 +19,7 @@ from jaxpomdp import InvalidModelError, InvalidPolicyError, simulate
 from jaxpomdp.checkpoint import model_fingerprint
 from jaxpomdp.model import StaticObject, as_simulator
 from jaxpomdp.policy import BlindPolicy
-from jaxpomdp.solvers import gpomdp, nvi
+from jaxpomdp.solvers import conjpomdp, gpomdp, nvi
 from jaxpomdp.stochastic import SoftmaxPolicy
 
 
@@ -247,3 +247,63 @@ def test_a_broken_policy_is_refused_by_evaluate_with_what_is_wrong(methods, phra
     with pytest.raises(InvalidPolicyError) as info:
         simulate.evaluate(jax.random.key(0), PlainTiger(), _policy(**methods), num_episodes=4, horizon=3)
     assert phrase in str(info.value), str(info.value)
+
+
+# ------------------------------------------------------------------ stochastic policies (policy gradients)
+class PlainSoftmax:
+    """A softmax over actions of the observation's one-hot features, written as a plain class."""
+
+    num_actions, num_memory = 3, 1
+
+    def init_params(self, key):
+        return {"w": jnp.zeros((3, 2))}
+
+    def log_probs(self, params, memory, obs_features):
+        return jax.nn.log_softmax(params["w"] @ obs_features)[None]
+
+
+def test_a_plain_class_stochastic_policy_gives_what_the_built_in_one_gives():
+    # SoftmaxPolicy computes log_softmax(w @ f + b); with b = 0 the same law as PlainSoftmax
+    plain, built = PlainSoftmax(), SoftmaxPolicy(num_features=2, num_actions=3)
+    w = jnp.asarray([[0.5, -1.0], [0.0, 0.3], [-0.2, 0.1]])
+    est = [gpomdp.gpomdp(jax.random.key(2), PlainTiger(), p, params, num_steps=40, beta=0.8, num_chains=8)
+           for p, params in ((plain, {"w": w}), (built, {"w": w, "b": jnp.zeros(3)}))]
+    np.testing.assert_allclose(np.asarray(est[0].gradient["w"]), np.asarray(est[1].gradient["w"]), rtol=1e-5,
+                               atol=1e-6)
+    assert float(est[0].average_reward) == pytest.approx(float(est[1].average_reward), rel=1e-6)
+    r = gpomdp.solve(PlainTiger(), time_limit=None, max_iterations=2, policy=plain,
+                     config=gpomdp.Config(num_steps=20, num_chains=4))
+    assert r.info["iterations"] == 2
+    ev = simulate.evaluate(jax.random.key(0), PlainTiger(), r.policy, num_episodes=16, horizon=10)
+    assert np.isfinite(float(ev.mean))
+    r = conjpomdp.solve(PlainTiger(), time_limit=None, max_iterations=1, policy=plain,
+                        config=conjpomdp.Config(num_steps=20, num_chains=4))
+    assert r.info["iterations"] == 1
+
+
+def _stochastic(**attrs):
+    return type("BrokenSoftmax", (PlainSoftmax,), attrs)()
+
+
+BROKEN_STOCHASTIC = [
+    ("wrong-number-of-actions", dict(num_actions=2), "policy.num_actions is 2; the model has 3 actions"),
+    ("no-memory-count", dict(num_memory=None), "policy.num_memory must be a positive integer, found None"),
+    ("log-probs-shape", dict(log_probs=lambda self, p, m, f: jax.nn.log_softmax(p["w"] @ f)),
+     "policy.log_probs(params, memory, obs_features) must be a float [num_memory, num_actions] = [1, 3] array; "
+     "it is float32[3]"),
+    ("log-probs-fails", dict(log_probs=lambda self, p, m, f: p["v"] @ f),
+     "policy.log_probs(params, memory, obs_features) cannot be traced by JAX (KeyError"),
+    ("no-init-params", dict(init_params=None), "policy has no method init_params"),
+]
+
+
+@pytest.mark.parametrize("attrs, phrase", [b[1:] for b in BROKEN_STOCHASTIC], ids=[b[0] for b in BROKEN_STOCHASTIC])
+def test_a_broken_stochastic_policy_is_refused_with_what_is_wrong(attrs, phrase):
+    pol = _stochastic(**attrs)
+    params = {"w": jnp.zeros((3, 2))}
+    for call in (lambda: gpomdp.gpomdp(jax.random.key(0), PlainTiger(), pol, params, num_steps=5, beta=0.5),
+                 lambda: gpomdp.solve(PlainTiger(), time_limit=None, max_iterations=1, policy=pol),
+                 lambda: conjpomdp.solve(PlainTiger(), time_limit=None, max_iterations=1, policy=pol)):
+        with pytest.raises(InvalidPolicyError) as info:
+            call()
+        assert phrase in str(info.value), str(info.value)

@@ -45,8 +45,9 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 
-from jaxpomdp import distributed
+from jaxpomdp import distributed, stochastic
 from jaxpomdp.checkpoint import Checkpoint, Checkpointer, start_seconds, stopped
+from jaxpomdp.model import as_simulator
 from jaxpomdp.precision import HIGHEST
 from jaxpomdp.solvers import gpomdp as gpomdp_lib
 from jaxpomdp.solvers.baseline import (SolveResult, all_finite, check_finite, check_model, check_solve_args,
@@ -302,7 +303,10 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     replicated); the result is the single-device one up to the order of sums.
 
     Raises:
-      InvalidModelError: a tabular model holds a NaN or an infinity.
+      InvalidModelError: a tabular model holds a NaN or an infinity, or a simulator breaks the
+        ``GenerativePOMDP`` protocol (:func:`~jaxpomdp.model.as_simulator`).
+      InvalidPolicyError: ``policy`` breaks the stochastic-policy interface
+        (:func:`~jaxpomdp.stochastic.as_stochastic_policy`; a plain Python class is accepted).
       CheckpointError: ``resume`` is of another solver, model or settings.
       NumericalError: the gradient estimate (iteration 0: the first one), the new
         parameters or the reward estimate is not finite; ``last_good`` is the
@@ -310,6 +314,7 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     """
     check_solve_args(time_limit, target_gap, seed, max_iterations)
     del target_gap
+    model = as_simulator(model)
     with distributed.using(mesh):
         return _solve(model, time_limit, seed, callback, config or Config(), policy, params, max_iterations,
                       checkpoint, resume, stop)
@@ -320,6 +325,7 @@ def _solve(model, time_limit, seed, callback, config, policy, params, max_iterat
     check_model(model)
     if policy is None:
         policy = gpomdp_lib.default_policy(model, memory=config.memory)
+    policy = stochastic.as_stochastic_policy(policy, model, params)
     options = gpomdp_lib._checkpoint_options(config, seed, policy, params)
     if resume is not None:
         resume.check("conjpomdp", model, options)
@@ -347,7 +353,7 @@ def _solve(model, time_limit, seed, callback, config, policy, params, max_iterat
                 "stop_reason": stop_reason,
                 **gpomdp_lib.objective_summary(model, policy, params, config.objective),
                 **gpomdp_lib.policy_info(policy, params)}
-        return SolveResult(policy=policy.as_policy(params), lower_bound=None, upper_bound=None,
+        return SolveResult(policy=stochastic.SampledPolicy(policy, params), lower_bound=None, upper_bound=None,
                            solve_seconds=solve_seconds, compile_seconds=compile_seconds,
                            history=list(history), info=info)
 

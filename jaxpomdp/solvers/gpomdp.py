@@ -201,6 +201,7 @@ def gpomdp(key: jax.Array, model: Any, policy: Any, params: Any, *, num_steps: i
     """
     _check(beta, restart_prob, num_steps, num_chains)
     model = as_simulator(model)
+    policy = stochastic.as_stochastic_policy(policy, model, params)
     grad, stderr, reward, reward_se = _gpomdp(key, model, policy, params, beta, restart_prob,
                                               int(num_steps), int(num_chains), baseline)
     return GradientEstimate(grad, stderr, reward, reward_se, int(num_steps) * int(num_chains))
@@ -240,6 +241,7 @@ def olpomdp(key: jax.Array, model: Any, policy: Any, params: Any, *, num_steps: 
     """
     _check(beta, restart_prob, num_steps, num_chains)
     model = as_simulator(model)
+    policy = stochastic.as_stochastic_policy(policy, model, params)
     return _olpomdp(key, model, policy, params, beta, restart_prob, step_size, int(num_steps), int(num_chains))
 
 
@@ -392,6 +394,9 @@ def check_policy_size(policy: Any, count: int, copies: int = 4) -> None:
 def _describe_policy(policy: Any) -> str:
     """A stable description of a stochastic policy's structure (its class and static fields), for
     a checkpoint's options: ``repr`` of the built-in (frozen dataclass) policies, else the class."""
+    from jaxpomdp.model import StaticObject
+    if isinstance(policy, StaticObject):  # a plain-class policy: describe the object it holds
+        policy = policy.wrapped
     text = repr(policy)
     if " at 0x" in text:  # the default object repr names a memory address, different in every process
         text = f"{type(policy).__module__}.{type(policy).__qualname__}"
@@ -457,6 +462,8 @@ def solve(model: Any, *, time_limit: Optional[float] = 60.0, target_gap: Optiona
     Raises:
       InvalidModelError: a tabular model holds a NaN or an infinity, or a simulator breaks the
         ``GenerativePOMDP`` protocol (:func:`~jaxpomdp.model.as_simulator`).
+      InvalidPolicyError: ``policy`` breaks the stochastic-policy interface
+        (:func:`~jaxpomdp.stochastic.as_stochastic_policy`; a plain Python class is accepted).
       CheckpointError: ``resume`` is of another solver, model or settings.
       NumericalError: a restart's gradient estimate, new parameters or reward
         estimate is not finite; ``last_good`` is the result of the parameters before
@@ -475,6 +482,7 @@ def _solve(model, time_limit, seed, callback, config, policy, params, max_iterat
     check_model(model)
     if policy is None:
         policy = default_policy(model, memory=config.memory)
+    policy = stochastic.as_stochastic_policy(policy, model, params)
     options = _checkpoint_options(config, seed, policy, params)
     if resume is not None:
         resume.check("gpomdp", model, options)
@@ -564,6 +572,6 @@ def _result(model, policy, config: Config, params, score, iterations: int, steps
             "restart_chosen": best, "restart_scores": np.asarray(score).tolist(), "stop_reason": stop_reason,
             **objective_summary(model, policy, params, config.objective),
             **policy_info(policy, params)}
-    return SolveResult(policy=policy.as_policy(params), lower_bound=None, upper_bound=None,
+    return SolveResult(policy=stochastic.SampledPolicy(policy, params), lower_bound=None, upper_bound=None,
                        solve_seconds=solve_seconds, compile_seconds=compile_seconds,
                        history=list(history), info=info)
