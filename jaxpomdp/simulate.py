@@ -92,6 +92,11 @@ def rollout(key: jax.Array, model: Any, policy: Any, horizon: int) -> Trajectory
       policy: a policy (``init``, ``act``, ``update``; see :mod:`jaxpomdp.policy`).
       horizon: int, static, the number of steps ``H``.
 
+    Under your own ``jit``, a model or policy written as a plain Python class (not a
+    pytree) must first go through :func:`~jaxpomdp.model.as_simulator` or
+    :func:`~jaxpomdp.policy.as_policy` (which also check them); :func:`evaluate`
+    does that itself.
+
     Returns:
       A :class:`Trajectory` with ``discounted_return = sum_{t<H} gamma^t r_t``.
 
