@@ -177,13 +177,44 @@ def as_pytree(obj: Any) -> Any:
 
 
 def short_error(e: BaseException) -> str:
+    """``TypeName: first line`` of an exception, for a message that wraps it."""
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:300] if text else ''}"
 
 
 def spec(x) -> str:
     """``float32[2, 3]``: an array's (or a ShapeDtypeStruct's) dtype and shape, for messages."""
-    return f"{np.dtype(x.dtype).name}{list(x.shape)}"
+    return f"{np.dtype(x.dtype).name}{list(x.shape)}" if hasattr(x, "shape") else type(x).__name__
+
+
+def specs(tree) -> Any:
+    """:func:`spec` of every leaf of a pytree, for messages."""
+    return jax.tree.map(spec, tree)
+
+
+def same_types(a, b) -> bool:
+    """Whether two pytrees (of arrays or ShapeDtypeStructs) have one structure, shapes and dtypes."""
+    return jax.tree.structure(a) == jax.tree.structure(b) and all(
+        x.shape == y.shape and x.dtype == y.dtype for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+#: The end of a message for a method JAX could not trace.
+PURE_JAX = "it must be pure JAX code (jnp, jax.random, lax; no Python if/int() on traced values)"
+
+
+def trace(error: type, what: str, fn, *args) -> Any:
+    """``jax.eval_shape(fn, *args)``, or ``error`` saying that ``what`` cannot be traced, and why."""
+    try:
+        return jax.eval_shape(fn, *args)
+    except Exception as e:
+        raise error(f"{what} cannot be traced by JAX ({short_error(e)}); {PURE_JAX}") from e
+
+
+def check_methods(error: type, obj: Any, name: str, needed: Sequence[str], kind: str) -> None:
+    """``error`` naming the methods of ``needed`` that ``obj`` lacks (``kind`` says what needs them)."""
+    missing = [m for m in needed if not callable(getattr(obj, m, None))]
+    if missing:
+        raise error(f"{name} has no method {', '.join(missing)} ({kind} needs {', '.join(needed)})")
 
 
 def as_simulator(model: Any, *, features: bool = False, name: str = "model") -> Any:
@@ -233,49 +264,29 @@ def as_simulator(model: Any, *, features: bool = False, name: str = "model") -> 
         d = float("nan")
     if not 0.0 <= d <= 1.0:
         raise InvalidModelError(f"{name}.discount must be a number in [0, 1], found {discount!r}")
-    needed = ("initial_state", "step") + (("features",) if features else ())
-    missing = [m for m in needed if not callable(getattr(model, m, None))]
-    if missing:
-        raise InvalidModelError(f"{name} has no method {', '.join(missing)} (a GenerativePOMDP needs "
-                                f"{', '.join(needed)})")
+    check_methods(InvalidModelError, model, name, ("initial_state", "step") + (("features",) if features else ()),
+                  "a GenerativePOMDP")
     model = as_pytree(model)  # a plain object: held as static data, which jit can take
     key = jax.random.key(0)
-    try:
-        state = jax.eval_shape(lambda k: model.initial_state(k), key)
-    except Exception as e:
-        raise InvalidModelError(f"{name}.initial_state(key) cannot be traced by JAX ({short_error(e)}); it must be "
-                                "pure JAX code (jnp, jax.random, lax; no Python if/int() on its values)") from e
-    action = jax.ShapeDtypeStruct((), jnp.int32)
-    try:
-        out = jax.eval_shape(lambda k, s, a: model.step(k, s, a), key, state, action)
-    except Exception as e:
-        raise InvalidModelError(f"{name}.step(key, state, action) cannot be traced by JAX with a traced int32 "
-                                f"action ({short_error(e)}); it must be pure JAX code (jnp, jax.random, lax; no Python "
-                                "if/int() on its values)") from e
+    state = trace(InvalidModelError, f"{name}.initial_state(key)", lambda k: model.initial_state(k), key)
+    out = trace(InvalidModelError, f"{name}.step(key, state, action) with a traced int32 action",
+                lambda k, s, a: model.step(k, s, a), key, state, jax.ShapeDtypeStruct((), jnp.int32))
     if not isinstance(out, (tuple, list)) or len(out) != 4:
         got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
         raise InvalidModelError(f"{name}.step must return (next_state, observation, reward, done); it returned {got}")
     nxt, obs, reward, done = out
-    same = jax.tree.structure(nxt) == jax.tree.structure(state) and all(
-        a.shape == b.shape and a.dtype == b.dtype for a, b in zip(jax.tree.leaves(nxt), jax.tree.leaves(state)))
-    if not same:
-        show = lambda t: jax.tree.map(spec, t)  # noqa: E731
-        raise InvalidModelError(f"{name}.step returned a next state {show(nxt)} unlike initial_state's {show(state)}: "
-                                "a state must keep its structure, shapes and dtypes")
+    if not same_types(nxt, state):
+        raise InvalidModelError(f"{name}.step returned a next state {specs(nxt)} unlike initial_state's "
+                                f"{specs(state)}: a state must keep its structure, shapes and dtypes")
     for what, x, kinds, means in (("observation", obs, "iub", "an integer scalar (an index below num_observations)"),
                                   ("reward", reward, "iuf", "a real scalar"),
                                   ("done", done, "biu", "a boolean scalar")):
         if not hasattr(x, "shape") or x.shape != () or np.dtype(x.dtype).kind not in kinds:
-            got = spec(x) if hasattr(x, "shape") else type(x).__name__
-            raise InvalidModelError(f"{name}.step's {what} must be {means}; it is {got}")
+            raise InvalidModelError(f"{name}.step's {what} must be {means}; it is {spec(x)}")
     if features:
-        try:
-            f = jax.eval_shape(lambda s: model.features(s), state)
-        except Exception as e:
-            raise InvalidModelError(f"{name}.features(state) cannot be traced by JAX ({short_error(e)})") from e
+        f = trace(InvalidModelError, f"{name}.features(state)", lambda s: model.features(s), state)
         if not hasattr(f, "shape") or len(f.shape) != 1 or np.dtype(f.dtype).kind not in "biuf" or not f.shape[0]:
-            got = spec(f) if hasattr(f, "shape") else type(f).__name__
-            raise InvalidModelError(f"{name}.features(state) must be a non-empty 1-D real array; it is {got}")
+            raise InvalidModelError(f"{name}.features(state) must be a non-empty 1-D real array; it is {spec(f)}")
     return model
 
 

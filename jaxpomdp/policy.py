@@ -33,7 +33,7 @@ from flax import struct
 
 from jaxpomdp import belief, bounds
 from jaxpomdp.errors import InvalidPolicyError
-from jaxpomdp.model import TabularPOMDP, as_pytree, short_error, spec
+from jaxpomdp.model import TabularPOMDP, as_pytree, check_methods, same_types, spec, specs, trace
 from jaxpomdp.precision import HIGHEST, exact
 
 __all__ = ["Policy", "as_policy", "BlindPolicy", "AlphaVectorPolicy", "greedy_qmdp_policy", "blind_policy", "bucket_size",
@@ -92,46 +92,28 @@ def as_policy(policy: Any, model: Any, *, name: str = "policy") -> Any:
       InvalidPolicyError: naming the method and what it gave.
     """
     chooses = "sample" if callable(getattr(policy, "sample", None)) else "act"
-    missing = [m for m in ("init", chooses, "update") if not callable(getattr(policy, m, None))]
-    if missing:
-        raise InvalidPolicyError(f"{name} has no method {', '.join(missing)} (a policy needs init, act (or sample) "
-                                 "and update)")
+    check_methods(InvalidPolicyError, policy, name, ("init", chooses, "update"), "a policy")
     policy = as_pytree(policy)
-
-    def traced(what, fn, *args):
-        try:
-            return jax.eval_shape(fn, *args)
-        except Exception as e:
-            raise InvalidPolicyError(f"{name}.{what} cannot be traced by JAX ({short_error(e)}); it must be pure "
-                                     "JAX code (jnp, jax.random, lax; no Python if/int() on traced values)") from e
-
-    def same(a, b) -> bool:
-        return jax.tree.structure(a) == jax.tree.structure(b) and all(
-            x.shape == y.shape and x.dtype == y.dtype for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-    def show(t):
-        return jax.tree.map(spec, t)
-
-    memory = traced("init(model)", lambda: policy.init(model))
+    memory = trace(InvalidPolicyError, f"{name}.init(model)", lambda: policy.init(model))
     key = jax.random.key(0)
     if chooses == "sample":
-        out = traced("sample(key, memory)", lambda k, m: policy.sample(k, m), key, memory)
+        out = trace(InvalidPolicyError, f"{name}.sample(key, memory)", lambda k, m: policy.sample(k, m), key, memory)
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             raise InvalidPolicyError(f"{name}.sample(key, memory) must return (action, memory)")
         action, after = out
-        if not same(after, memory):
-            raise InvalidPolicyError(f"{name}.sample returned a memory {show(after)} unlike init's {show(memory)}: "
+        if not same_types(after, memory):
+            raise InvalidPolicyError(f"{name}.sample returned a memory {specs(after)} unlike init's {specs(memory)}: "
                                      "the memory must keep its structure, shapes and dtypes")
     else:
-        action = traced("act(key, memory)", lambda k, m: policy.act(k, m), key, memory)
+        action = trace(InvalidPolicyError, f"{name}.act(key, memory)", lambda k, m: policy.act(k, m), key, memory)
     if not hasattr(action, "shape") or action.shape != () or np.dtype(action.dtype).kind not in "iub":
-        got = spec(action) if hasattr(action, "shape") else type(action).__name__
-        raise InvalidPolicyError(f"{name}.{chooses}(key, memory) must give an integer scalar (an action); it gives {got}")
+        raise InvalidPolicyError(f"{name}.{chooses}(key, memory) must give an integer scalar (an action); it gives "
+                                 f"{spec(action)}")
     i32 = jax.ShapeDtypeStruct((), jnp.int32)
-    nxt = traced("update(model, memory, action, observation) with a traced action and observation",
-                 lambda m, a, o: policy.update(model, m, a, o), memory, i32, i32)
-    if not same(nxt, memory):
-        raise InvalidPolicyError(f"{name}.update returned a memory {show(nxt)} unlike init's {show(memory)}: the "
+    nxt = trace(InvalidPolicyError, f"{name}.update(model, memory, action, observation) with a traced action and "
+                "observation", lambda m, a, o: policy.update(model, m, a, o), memory, i32, i32)
+    if not same_types(nxt, memory):
+        raise InvalidPolicyError(f"{name}.update returned a memory {specs(nxt)} unlike init's {specs(memory)}: the "
                                  "memory must keep its structure, shapes and dtypes (it is a lax.scan carry)")
     return policy
 

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxpomdp.errors import InvalidPolicyError, is_integer
-from jaxpomdp.model import as_pytree, inverse_cdf, short_error, spec
+from jaxpomdp.model import as_pytree, check_methods, inverse_cdf, spec, trace
 
 __all__ = ["StochasticPolicy", "LogisticPolicy", "SoftmaxPolicy", "FiniteStateController",
            "MLPPolicy", "SampledPolicy", "observation_features", "observation_feature_size",
@@ -126,28 +126,18 @@ def as_stochastic_policy(policy: Any, model: Any, params: Any = None, *, name: s
     if int(policy.num_actions) != int(model.num_actions):
         raise InvalidPolicyError(f"{name}.num_actions is {policy.num_actions}; the model has {model.num_actions} "
                                  "actions")
-    missing = [m for m in ("init_params", "log_probs") if not callable(getattr(policy, m, None))]
-    if missing:
-        raise InvalidPolicyError(f"{name} has no method {', '.join(missing)} (a stochastic policy needs "
-                                 "init_params and log_probs)")
+    check_methods(InvalidPolicyError, policy, name, ("init_params", "log_probs"), "a stochastic policy")
     policy = as_pytree(policy)
-
-    def traced(what, fn, *args):
-        try:
-            return jax.eval_shape(fn, *args)
-        except Exception as e:
-            raise InvalidPolicyError(f"{name}.{what} cannot be traced by JAX ({short_error(e)})") from e
-
     if params is None:
-        params = traced("init_params(key)", lambda k: policy.init_params(k), jax.random.key(0))
-    obs = traced("observation features", lambda o: observation_features(model, o), jax.ShapeDtypeStruct((), jnp.int32))
-    out = traced("log_probs(params, memory, obs_features)", lambda p, m, f: policy.log_probs(p, m, f),
-                 params, jax.ShapeDtypeStruct((), jnp.int32), obs)
+        params = trace(InvalidPolicyError, f"{name}.init_params(key)", lambda k: policy.init_params(k),
+                       jax.random.key(0))
+    obs = jax.eval_shape(lambda o: observation_features(model, o), jax.ShapeDtypeStruct((), jnp.int32))
+    out = trace(InvalidPolicyError, f"{name}.log_probs(params, memory, obs_features)",
+                lambda p, m, f: policy.log_probs(p, m, f), params, jax.ShapeDtypeStruct((), jnp.int32), obs)
     want = (int(policy.num_memory), int(policy.num_actions))
     if not hasattr(out, "shape") or tuple(out.shape) != want or not jnp.issubdtype(out.dtype, jnp.floating):
-        got = spec(out) if hasattr(out, "shape") else type(out).__name__
         raise InvalidPolicyError(f"{name}.log_probs(params, memory, obs_features) must be a float "
-                                 f"[num_memory, num_actions] = {list(want)} array; it is {got}")
+                                 f"[num_memory, num_actions] = {list(want)} array; it is {spec(out)}")
     return policy
 
 
