@@ -307,3 +307,12 @@ def test_a_broken_stochastic_policy_is_refused_with_what_is_wrong(attrs, phrase)
         with pytest.raises(InvalidPolicyError) as info:
             call()
         assert phrase in str(info.value), str(info.value)
+
+
+def test_nvi_takes_a_plain_class_guide_and_refuses_a_broken_one():
+    cfg = TINY._replace(guide_share=0.5)
+    r = nvi.solve(PlainTiger(), time_limit=None, max_iterations=2, config=cfg, guide=ListenThenOpen())
+    assert r.info["iterations"] == 2
+    with pytest.raises(InvalidPolicyError, match=r"guide.act\(key, memory\) must give an integer scalar"):
+        nvi.solve(PlainTiger(), time_limit=None, max_iterations=1, config=cfg,
+                  guide=_policy(act=lambda self, k, m: jnp.float32(0)))

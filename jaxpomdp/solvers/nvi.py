@@ -1247,6 +1247,9 @@ def guide_for(model: Any, config: Config, guide: Any = None) -> Any:
     :class:`~jaxpomdp.problems.rocksample_heuristic.CheckAndSamplePolicy`), else a tabular model's
     QMDP policy (:func:`~jaxpomdp.policy.greedy_qmdp_policy`).
 
+    The policy is checked on the model (:func:`~jaxpomdp.policy.as_policy`: a plain
+    Python class will do, a broken one raises :class:`~jaxpomdp.errors.InvalidPolicyError`).
+
     Raises:
       ConfigError: a share > 0 and no policy to follow, or a ``guide`` with a share of 0 (it would be unused).
     """
@@ -1255,10 +1258,11 @@ def guide_for(model: Any, config: Config, guide: Any = None) -> Any:
             raise ConfigError("a guide policy was given but Config.guide_share is 0: set guide_share > 0 "
                               "(the share of guided trajectories that follow it)")
         return None
+    from jaxpomdp.policy import as_policy
     if guide is not None:
-        return guide
+        return as_policy(guide, model, name="guide")
     if callable(getattr(model, "guide_policy", None)):
-        return model.guide_policy()
+        return as_policy(model.guide_policy(), model, name="model.guide_policy()")
     if isinstance(model, TabularPOMDP):
         from jaxpomdp.policy import greedy_qmdp_policy
         return greedy_qmdp_policy(model)
