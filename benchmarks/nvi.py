@@ -159,6 +159,18 @@ def train_throughput(model, res, config, seed: int, repeats: int = 3) -> dict:
             "state_samples_per_second": samples / seconds, "td_steps": config.td_steps}
 
 
+#: Episodes of a belief-tracking policy (argmax, rollout) simulated at once with a 256-node bank. Each step of
+#: each episode evaluates every node's network at every particle, so the memory grows with episodes x nodes:
+#: 64 x 256 kept (15,15) near 1.5 GB; 64 x 768 (the simulators' large default bank) took it past 6 GB.
+BELIEF_BATCH_NODES = 64 * 256
+
+
+def _belief_batch(episodes: int, res) -> int:
+    """Episodes per batch for the belief-tracking evaluations: at most 64, fewer for larger banks."""
+    nodes = int(res.policy.controller.actions.shape[0])
+    return max(1, min(episodes, 64, BELIEF_BATCH_NODES // max(nodes, 1)))
+
+
 def run_problem(name: str, limit: float, args) -> dict:
     t0 = time.perf_counter()
     model = load(name)
@@ -200,20 +212,21 @@ def run_problem(name: str, limit: float, args) -> dict:
         pol = ParticleArgmaxPolicy(res.policy.controller, nvi._with_upper_table(model),
                                    num_particles=args.argmax_particles)
         ev2 = simulate.evaluate(jax.random.key(args.seed + 1), model, pol, num_episodes=args.argmax_episodes,
-                                max_abs_reward=rmax, batch_size=min(args.argmax_episodes, 64))
+                                max_abs_reward=rmax, batch_size=_belief_batch(args.argmax_episodes, res))
         row["argmax"] = {"mean": float(ev2.mean), "ci95_half_width": 1.96 * float(ev2.stderr),
                          "episodes": ev2.num_episodes, "particles": args.argmax_particles,
-                         "switch_margin": pol.switch_margin,
+                         "switch_margin": pol.switch_margin, "batch_size": _belief_batch(args.argmax_episodes, res),
                          "seconds": time.perf_counter() - t0}
     if args.rollout_episodes > 0:
         t0 = time.perf_counter()
         pol = ParticleRolloutPolicy(res.policy.controller, nvi._with_upper_table(model))
         ev3 = simulate.evaluate(jax.random.key(args.seed + 2), model, pol, num_episodes=args.rollout_episodes,
-                                max_abs_reward=rmax, batch_size=min(args.rollout_episodes, 64))
+                                max_abs_reward=rmax, batch_size=_belief_batch(args.rollout_episodes, res))
         row["rollout"] = {"mean": float(ev3.mean), "ci95_half_width": 1.96 * float(ev3.stderr),
                           "episodes": ev3.num_episodes, "particles": pol.num_particles,
                           "candidates": pol.candidates, "num_rollouts": pol.num_rollouts,
-                          "rollout_horizon": pol.horizon, "z": pol.z, "seconds": time.perf_counter() - t0}
+                          "rollout_horizon": pol.horizon, "z": pol.z,
+                          "batch_size": _belief_batch(args.rollout_episodes, res), "seconds": time.perf_counter() - t0}
     if isinstance(model, RockSampleSim) and args.heuristic_episodes > 0:  # this layout's yardstick
         t0 = time.perf_counter()
         ref = rocksample_heuristic.reference(model, args.seed, episodes=args.heuristic_episodes)

@@ -94,6 +94,12 @@ def as_policy(policy: Any, model: Any, *, name: str = "policy") -> Any:
     chooses = "sample" if callable(getattr(policy, "sample", None)) else "act"
     check_methods(InvalidPolicyError, policy, name, ("init", chooses, "update"), "a policy")
     policy = as_pytree(policy)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(policy)[0]:
+        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, bool, complex)):
+            raise InvalidPolicyError(
+                f"{name}{jax.tree_util.keystr(path)} is a {type(leaf).__name__}, not an array: a policy's fields "
+                "are arrays, or static (struct.field(pytree_node=False)); pass a plain-class model held by a "
+                "policy through jaxpomdp.as_simulator first")
     memory = trace(InvalidPolicyError, f"{name}.init(model)", lambda: policy.init(model))
     key = jax.random.key(0)
     if chooses == "sample":

@@ -316,3 +316,14 @@ def test_nvi_takes_a_plain_class_guide_and_refuses_a_broken_one():
     with pytest.raises(InvalidPolicyError, match=r"guide.act\(key, memory\) must give an integer scalar"):
         nvi.solve(PlainTiger(), time_limit=None, max_iterations=1, config=cfg,
                   guide=_policy(act=lambda self, k, m: jnp.float32(0)))
+
+
+def test_a_policy_holding_a_plain_class_model_is_told_to_pass_it_through_as_simulator():
+    from jaxpomdp.controller import ParticleArgmaxPolicy
+    r = nvi.solve(PlainTiger(), time_limit=None, max_iterations=1, config=TINY)
+    pol = ParticleArgmaxPolicy(r.policy.controller, PlainTiger(), num_particles=8)
+    with pytest.raises(InvalidPolicyError, match=r"policy.model is a PlainTiger, not an array.*as_simulator"):
+        simulate.evaluate(jax.random.key(0), PlainTiger(), pol, num_episodes=2, horizon=3)
+    pol = ParticleArgmaxPolicy(r.policy.controller, as_simulator(PlainTiger()), num_particles=8)
+    ev = simulate.evaluate(jax.random.key(0), PlainTiger(), pol, num_episodes=2, horizon=3)
+    assert np.isfinite(float(ev.mean))
