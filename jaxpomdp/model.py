@@ -16,6 +16,7 @@ Conventions (used everywhere in jaxpomdp):
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
 import jax
@@ -249,9 +250,9 @@ def as_simulator(model: Any, *, features: bool = False, name: str = "model") -> 
         return model  # checked when built (validate)
     for attr in ("num_actions", "num_observations"):
         value = getattr(model, attr, None)
-        try:
-            ok = value is not None and not isinstance(value, bool) and int(value) == value and int(value) >= 1
-        except (TypeError, ValueError, jax.errors.ConcretizationTypeError):
+        try:  # an int, a NumPy integer or a concrete 0-d integer array; not a bool, not 3.0
+            ok = not isinstance(value, bool) and operator.index(value) >= 1
+        except (TypeError, jax.errors.ConcretizationTypeError):
             ok = False
         if not ok:
             raise InvalidModelError(f"{name}.{attr} must be a positive integer, found {value!r}")

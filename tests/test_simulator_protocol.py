@@ -138,6 +138,8 @@ BROKEN = [
     ("zero-actions", dict(num_actions=0), "model.num_actions must be a positive integer, found 0"),
     ("fractional-observations", dict(num_observations=2.5),
      "model.num_observations must be a positive integer, found 2.5"),
+    ("float-count", dict(num_actions=3.0), "model.num_actions must be a positive integer, found 3.0"),
+    ("bool-count", dict(num_actions=True), "model.num_actions must be a positive integer, found True"),
     ("discount-above-one", dict(discount=1.5), "model.discount must be a number in [0, 1], found 1.5"),
     ("discount-missing", dict(discount=None), "model.discount must be a number in [0, 1], found None"),
 ]
