@@ -36,8 +36,8 @@ from jaxpomdp.errors import InvalidPolicyError
 from jaxpomdp.model import TabularPOMDP, as_pytree, check_methods, same_types, spec, specs, trace
 from jaxpomdp.precision import HIGHEST, exact
 
-__all__ = ["Policy", "as_policy", "BlindPolicy", "AlphaVectorPolicy", "greedy_qmdp_policy", "blind_policy", "bucket_size",
-           "MIN_BUCKET"]
+__all__ = ["Policy", "as_policy", "BlindPolicy", "AlphaVectorPolicy", "greedy_qmdp_policy", "blind_policy",
+           "bucket_size", "MIN_BUCKET"]
 
 #: The smallest size :func:`bucket_size` pads to.
 MIN_BUCKET = 16

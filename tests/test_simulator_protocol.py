@@ -156,7 +156,8 @@ def test_a_broken_simulator_is_refused_with_what_is_wrong(methods, phrase):
 
 @pytest.mark.parametrize("features, phrase", [
     (None, "model has no method features (a GenerativePOMDP needs initial_state, step, features)"),
-    (lambda self, s: jnp.eye(2)[s][None], "model.features(state) must be a non-empty 1-D real array; it is float32[1, 2]"),
+    (lambda self, s: jnp.eye(2)[s][None],
+     "model.features(state) must be a non-empty 1-D real array; it is float32[1, 2]"),
     (lambda self, s: jnp.zeros(0), "must be a non-empty 1-D real array; it is float32[0]"),
 ])
 def test_nvi_also_needs_features(features, phrase):
