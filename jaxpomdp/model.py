@@ -17,6 +17,7 @@ Conventions (used everywhere in jaxpomdp):
 from __future__ import annotations
 
 import operator
+import warnings
 from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
 import jax
@@ -204,9 +205,15 @@ PURE_JAX = "it must be pure JAX code (jnp, jax.random, lax; no Python if/int() o
 
 
 def trace(error: type, what: str, fn, *args) -> Any:
-    """``jax.eval_shape(fn, *args)``, or ``error`` saying that ``what`` cannot be traced, and why."""
+    """``jax.eval_shape(fn, *args)``, or ``error`` saying that ``what`` cannot be traced, and why.
+
+    Warnings raised while tracing are dropped: the solve traces the same code again and
+    shows them then (a check of a policy too large to solve would otherwise print JAX's
+    int64-index warning before the one-line refusal)."""
     try:
-        return jax.eval_shape(fn, *args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return jax.eval_shape(fn, *args)
     except Exception as e:
         raise error(f"{what} cannot be traced by JAX ({short_error(e)}); {PURE_JAX}") from e
 

@@ -199,6 +199,7 @@ def test_problem_given_as_a_file(tmp_path, capsys):
     # flags are checked before the model is loaded: no banner first
     (["tiger", "--solver", "gpomdp", "--beta", "2"], "--beta must be in [0, 1)"),
 ])
+@pytest.mark.filterwarnings("error::UserWarning")  # a warning would print before the line (pytest hides it)
 def test_user_mistakes_get_one_line_and_status_2(capsys, argv, phrase):
     code, _, err = run_cli(capsys, *argv)
     assert code == 2
