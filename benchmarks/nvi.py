@@ -161,7 +161,8 @@ def train_throughput(model, res, config, seed: int, repeats: int = 3) -> dict:
 
 #: Episodes of a belief-tracking policy (argmax, rollout) simulated at once with a 256-node bank. Each step of
 #: each episode evaluates every node's network at every particle, so the memory grows with episodes x nodes:
-#: 64 x 256 kept (15,15) near 1.5 GB; 64 x 768 (the simulators' large default bank) took it past 6 GB.
+#: 64 episodes x 768 nodes (the simulators' large default bank) took RockSample(15,15) to 5891 MB and (20,20) to
+#: 6277 MB; 21 x 768 to 2842 and 3231 MB (2026-12-05).
 BELIEF_BATCH_NODES = 64 * 256
 
 

@@ -58,7 +58,7 @@ class InvalidPolicyError(ValueError):
     """A policy does not follow the policy interface of :mod:`jaxpomdp.policy` (raised by ``as_policy``).
 
     The message names the method and what it returned, e.g.
-    ``policy.act(key, memory) must return an integer scalar (an action); it returns float32[3]``.
+    ``policy.act(key, memory) must give an integer scalar (an action); it gives float32[3]``.
     """
 
 

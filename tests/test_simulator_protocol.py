@@ -276,7 +276,7 @@ def test_a_plain_class_stochastic_policy_gives_what_the_built_in_one_gives():
     assert float(est[0].average_reward) == pytest.approx(float(est[1].average_reward), rel=1e-6)
     r = gpomdp.solve(PlainTiger(), time_limit=None, max_iterations=2, policy=plain,
                      config=gpomdp.Config(num_steps=20, num_chains=4))
-    assert r.info["iterations"] == 2
+    assert r.info["iterations"] == 2 and r.info["policy"] == "PlainSoftmax"
     ev = simulate.evaluate(jax.random.key(0), PlainTiger(), r.policy, num_episodes=16, horizon=10)
     assert np.isfinite(float(ev.mean))
     r = conjpomdp.solve(PlainTiger(), time_limit=None, max_iterations=1, policy=plain,

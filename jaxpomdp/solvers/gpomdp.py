@@ -321,7 +321,8 @@ def exact_average_reward(model: Any, policy: Any, params: Any, restart_prob: flo
 def policy_info(policy: Any, params: Any) -> dict:
     """JSON-serialisable description of a trained stochastic policy."""
     leaves = jax.tree.leaves(params)
-    return {"policy": type(policy).__name__, "memory_states": int(policy.num_memory),
+    kind = type(getattr(policy, "wrapped", policy))  # a plain-class policy held as a StaticObject: its class
+    return {"policy": kind.__name__, "memory_states": int(policy.num_memory),
             "parameters": int(sum(np.size(x) for x in leaves)),
             "params": jax.tree.map(lambda x: np.asarray(x).tolist(), params)}
 
