@@ -139,7 +139,8 @@ def update(key: jax.Array, model: Any, belief: ParticleBelief, action: jax.Array
 
     Args:
       key: PRNG key.
-      model: a :class:`~jaxpomdp.model.GenerativePOMDP`.
+      model: a :class:`~jaxpomdp.model.GenerativePOMDP` (a plain-class simulator goes
+        through :func:`jaxpomdp.as_simulator` first when this runs under your own jit).
       belief: the particles before the step.
       action: int32[] the action taken.
       observation: int32[] the observation received.

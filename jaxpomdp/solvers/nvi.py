@@ -562,6 +562,9 @@ def init(key: jax.Array, model: Any, config: Config = Config(), network: Optiona
 
     The pool starts with ``b0`` particles (the first belief); the networks are
     freshly initialised (the train steps give the blind nodes their values).
+    ``model`` is a pytree simulator (a ``TabularPOMDP``, a flax struct); pass a
+    plain-class one through :func:`jaxpomdp.as_simulator` (``features=True``) first,
+    as :func:`solve` does.
     """
     network = network or Network(*mlp(config.hidden, config.value_scale))
     A, O, N = model.num_actions, model.num_observations, config.capacity
