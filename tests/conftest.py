@@ -80,3 +80,22 @@ SLOWEST_FILES = {
 def pytest_collection_modifyitems(config, items):
     """The slowest files first (a stable sort: the order within a file is kept)."""
     items.sort(key=lambda item: -SLOWEST_FILES.get(item.path.name, 0))
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """JAX's in-memory caches are emptied after each test file (``jax.clear_caches``).
+
+    Each file compiles its own programs (new closures, configs and models), so the
+    executables of the files before are seldom used again, but a worker kept them all:
+    over a full ``-n 2`` run each xdist worker grew to 5.5-5.8 GB of resident memory
+    (``ru_maxrss`` after every test), and the README's test command runs on machines
+    of a few cores and a few GiB per core. A program used again is taken from the
+    persistent cache above (or compiled again, if it compiles in under 0.2 s); nothing
+    a test computes changes. Measured on four files in one process (test_cassandra,
+    test_exact_pomdp, test_controller, test_rocksample_sim): peak 1.96 GB -> 1.47 GB,
+    58.7 s -> 58.2 s; a full ``-n 2`` run: worker peaks 5822/5477 MB -> 3365/2073 MB,
+    1263 passed in 727-768 s before (two runs), 712 s after.
+    """
+    if nextitem is None or nextitem.path != item.path:
+        import jax
+        jax.clear_caches()
