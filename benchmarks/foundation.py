@@ -27,6 +27,7 @@ import json
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import jax
@@ -158,6 +159,7 @@ def main(argv=None) -> int:
     print(f"model for belief/rollout rows: rocksample_4_4 ({model.num_states} states); backend {jax.default_backend()}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
+    results["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")  # readme_table's "written", not the file's time
     atomic_write(out, json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
     return 0

@@ -64,6 +64,7 @@ import resource
 import sys
 import time
 import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 
 import jax
@@ -344,6 +345,7 @@ def main(argv=None) -> int:
                "quick": args.quick, "problems_dir": str(SHARED_PROBLEMS), "rows": []}
 
     def save():
+        results["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")  # readme_table's "written", not the file's time
         results["peak_rss_mb"] = peak_rss_mb()
         results["wall_seconds"] = time.perf_counter() - wall0
         atomic_write(out, json.dumps(results, indent=2) + "\n")

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,13 @@ def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.Comp
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
+
+
+def assert_dated_now(data: dict) -> None:
+    """The JSON's own UTC time of writing (readme_table's "written" line; a copied file keeps it)."""
+    written = datetime.fromisoformat(data["date"])
+    assert written.utcoffset() == timedelta(0)
+    assert abs(datetime.now(timezone.utc) - written) < timedelta(minutes=30), written
 
 
 @pytest.mark.skipif(not (SHARED / "Tiger.pomdp").is_file() or not (SHARED / "1d.POMDP").is_file(),
@@ -48,6 +56,7 @@ def test_point_based_benchmark_quick(tmp_path):
         assert r["consistent_with_sarsop"] == "yes", r
     assert (r["num_states"], r["num_actions"], r["num_observations"]) == (4, 2, 2)
     assert data["peak_rss_mb"] > 0
+    assert_dated_now(data)
     flops = data["flops"]
     assert flops["gflops"] > 0 and flops["numpy_matmul"]["gflops"] > 0 and flops["ratio_to_matmul"] > 0
     assert "GFLOP/s" in proc.stdout and "Tiger.pomdp" in proc.stdout
@@ -80,6 +89,7 @@ def test_foundation_benchmark_quick(tmp_path):
     assert data["load"]["mb_per_s"] > 0
     assert all(r["updates_per_s"] > 0 for r in data["belief"])
     assert data["rollout"]["steps_per_s"] > 0
+    assert_dated_now(data)
 
 
 def test_rocksample_heuristic_benchmark(tmp_path):
@@ -118,6 +128,7 @@ def test_gpomdp_benchmark_quick(tmp_path):
     assert data["controllers"][0]["problem"] == "tiger" and data["controllers"][0]["point_based_lower"] == 19.3711
     assert png.exists() == (data["plot"] == str(png))
     assert "x numpy" in proc.stdout and "rel. bias" in proc.stdout
+    assert_dated_now(data)
 
 
 def test_nvi_benchmark_config_overrides():
