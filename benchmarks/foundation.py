@@ -82,16 +82,14 @@ def bench_belief(model, batch_sizes, repeats: int, min_seconds: float) -> list[d
     T = np.asarray(jaxpomdp.dense_transitions(model), np.float64)
     Z = np.asarray(model.obs_prob, np.float64)
     b0 = np.asarray(model.initial_belief, np.float64)
-    state = {"b": b0, "i": 0}
 
     def numpy_loop(k):  # the same update, one belief at a time, observation 0
-        b, i0 = state["b"], state["i"]
-        for i in range(i0, i0 + k):
+        b = b0
+        for i in range(k):
             a = i % model.num_actions
             unnormalised = (b @ T[a]) * Z[a, :, 0]
             total = unnormalised.sum()
             b = unnormalised / total if total > 0 else b0
-        state.update(b=b, i=i0 + k)
 
     numpy_rate = _per_second(numpy_loop, 100, min_seconds)
     rows = [{"what": "belief update, NumPy loop", "batch": 1, "updates_per_s": numpy_rate, "vs_numpy": 1.0}]
