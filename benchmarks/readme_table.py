@@ -159,19 +159,23 @@ def gpomdp(data: dict) -> list[str]:
 
 def nvi(data: dict) -> list[str]:
     heuristic = any("heuristic" in r for r in data.get("rows", []))  # RockSample's yardstick, where it was run
+    sensor = any("perfect_sensor_bound" in r for r in data.get("rows", []))  # RockSample up to 15 rocks
     rows = []
     for r in data.get("rows", []):
         if "error" in r:
-            rows.append(_error_row(r, 9 + heuristic))
+            rows.append(_error_row(r, 9 + heuristic + sensor))
             continue
         ref = r.get("reference") or {}
         rows.append([f"`{r['problem']}`", _num(r.get("num_states"), ",d") if r.get("num_states") else "–",
                      _num(r.get("time_limit"), "g"), _num(r.get("value_estimate"), ".3f"), _pm(r.get("follow")),
                      _num(r.get("exact"), ".3f")] + ([_pm(r.get("heuristic"))] if heuristic else []) +
-                    [_num(r.get("upper_bound"), ".3f"), _num(ref.get("ref"), ".2f"), r.get("num_nodes")])
+                    [_num(r.get("upper_bound"), ".3f")] +
+                    ([_num(r.get("perfect_sensor_bound"), ".3f")] if sensor else []) +
+                    [_num(ref.get("ref"), ".2f"), r.get("num_nodes")])
     return [f"**Neural Value Iteration** (`benchmarks/nvi.py`{_quick(data)})", ""] + \
         _table(["problem", "states", "limit s", "estimate", "simulated (95%)", "exact"] +
-               (["heuristic (95%)"] if heuristic else []) + ["upper", "reference", "nodes"], rows)
+               (["heuristic (95%)"] if heuristic else []) + ["upper"] +
+               (["perfect-sensor upper"] if sensor else []) + ["reference", "nodes"], rows)
 
 
 RENDER = {"point_based": point_based, "foundation": foundation, "gpomdp": gpomdp, "nvi": nvi}

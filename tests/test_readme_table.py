@@ -162,3 +162,17 @@ def test_nvi_heuristic_column_only_where_it_was_run(results):
     assert any(line.startswith("| `rocksample:15,15` |") and "| – | 18.300 ± 0.27 | 30.000 |" in line
                for line in lines)
     assert any(line.startswith("| `tiger` |") and "| – | – | 30.000 |" in line for line in lines)
+
+
+def test_nvi_perfect_sensor_column_only_where_it_was_computed(results):
+    """RockSample rows of at most 15 rocks carry the perfect-sensor bound beside the fully observable one."""
+    data = _nvi_part(0, ("rocksample:15,15", 7372801, 2700, 20.1), ("rocksample:20,20", 419430401, 3600, 18.0))
+    (results / "nvi.json").write_text(json.dumps(data))
+    assert "perfect-sensor" not in table.render(results)
+    data["rows"][0]["perfect_sensor_bound"] = 21.8668
+    (results / "nvi.json").write_text(json.dumps(data))
+    lines = table.render(results).splitlines()
+    head = next(line for line in lines if line.startswith("| problem | states | limit s"))
+    assert "| upper | perfect-sensor upper | reference | nodes |" in head
+    assert any(line.startswith("| `rocksample:15,15` |") and "| 30.000 | 21.867 |" in line for line in lines)
+    assert any(line.startswith("| `rocksample:20,20` |") and "| 30.000 | – |" in line for line in lines)

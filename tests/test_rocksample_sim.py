@@ -10,7 +10,7 @@ import pytest
 import jaxpomdp
 from jaxpomdp import bounds, problems
 from jaxpomdp.problems.rocksample import STANDARD_HALF_EFFICIENCY, STANDARD_LAYOUTS, random_layout, rocksample
-from jaxpomdp.problems.rocksample_sim import (RockState, fully_observable_value, from_name,
+from jaxpomdp.problems.rocksample_sim import (RockState, fully_observable_value, from_name, perfect_sensor_value,
                                               random_layout_unchecked, rocksample_sim)
 
 FILE_4_4 = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "problems", "RockSample_4_4.pomdp")
@@ -104,6 +104,81 @@ def test_fully_observable_value_is_qmdp_at_b0(n, k):
     fo = fully_observable_value(rocksample_sim(n, k))
     assert fo.exact
     assert fo.value == pytest.approx(float(q @ np.asarray(m.initial_belief)), abs=1e-3)
+
+
+def _perfect_sensor_by_value_iteration(sim, sweeps=700):
+    """``V_PS(b0)`` by value iteration over every (cell, sigma) of the perfect-sensor belief MDP, with each
+    action's reward, successor cell and ending taken from the simulator's own ``transition`` at every
+    completion of the unknown rocks (sigma: base-3 digit i for rock i, 0 = bad or sampled, 1 = good, 2 =
+    unknown at even odds); nothing of the dynamic programme under test is reused."""
+    n, k, A = sim.n, sim.k, sim.num_actions
+    gamma = float(sim.discount)
+    states = _all_states(sim, n * n * 2 ** k)
+    nxt, rew = jax.jit(jax.vmap(lambda a: jax.vmap(lambda s: sim.transition(s, a))(states)))(jnp.arange(A))
+    nx, ny, term, rew = (np.asarray(v) for v in (nxt.x, nxt.y, nxt.terminal, rew))
+    rocks = list(zip(np.asarray(sim.rock_x).tolist(), np.asarray(sim.rock_y).tolist()))
+    cells = [(x, y) for x in range(n) for y in range(n)]
+    rows, acts, cols, probs, rews, live = [], [], [], [], [], []
+    for sig in range(3 ** k):
+        digits = [(sig // 3 ** i) % 3 for i in range(k)]
+        unknown = [i for i in range(k) if digits[i] == 2]
+        for q in range(2 ** len(unknown)):
+            good = [i for i in range(k) if digits[i] == 1] + [u for b, u in enumerate(unknown) if q >> b & 1]
+            mask = sum(1 << (k - 1 - i) for i in good)
+            for c, cell in enumerate(cells):
+                for a in range(A):
+                    s = c * 2 ** k + mask
+                    d2 = list(digits)
+                    if 4 <= a < 4 + k and d2[a - 4] == 2:
+                        d2[a - 4] = 1 if (a - 4) in good else 0
+                    if a == 4 + k and cell in rocks:
+                        d2[rocks.index(cell)] = 0
+                    rows.append(c * 3 ** k + sig)
+                    acts.append(a)
+                    cols.append((int(nx[a, s]) * n + int(ny[a, s])) * 3 ** k + sum(d * 3 ** i for i, d in enumerate(d2)))
+                    probs.append(0.5 ** len(unknown))
+                    rews.append(float(rew[a, s]))
+                    live.append(not term[a, s])
+    rows, acts, cols, probs, rews, live = map(np.asarray, (rows, acts, cols, probs, rews, live))
+    V = np.zeros(n * n * 3 ** k)
+    for _ in range(sweeps):
+        Q = np.zeros((A, len(V)))
+        np.add.at(Q, (acts, rows), probs * (rews + gamma * live * V[cols]))
+        V = Q.max(axis=0)
+    start = int(sim.start_x) * n + int(sim.start_y)
+    return V[start * 3 ** k + 3 ** k - 1]
+
+
+@pytest.mark.parametrize("n,k,layout", [(4, 4, None), (5, 4, ((0, 2), [(0, 2), (4, 4), (2, 0), (3, 3)])),
+                                        (4, 3, ((1, 3), [(3, 0), (0, 0), (2, 2)])), (3, 0, None)])
+def test_perfect_sensor_value_solves_the_perfect_sensor_problem(n, k, layout):
+    sim = rocksample_sim(n, k, layout=layout)
+    assert perfect_sensor_value(sim) == pytest.approx(_perfect_sensor_by_value_iteration(sim), abs=1e-9)
+
+
+def test_perfect_sensor_value_lies_between_a_policy_and_the_fully_observable_bound():
+    from jaxpomdp import simulate
+    from jaxpomdp.problems.rocksample_heuristic import CheckAndSamplePolicy
+    for name in ["rocksample:4,4", "rocksample:7,8", "rocksample:8,10:3"]:
+        sim = from_name(name)
+        ps, fo = perfect_sensor_value(sim), fully_observable_value(sim).value
+        ev = simulate.evaluate(jax.random.key(0), sim, CheckAndSamplePolicy.of(sim), num_episodes=2000)
+        assert float(ev.mean) - 3 * float(ev.stderr) < ps < fo - 1.0, name
+    assert perfect_sensor_value(rocksample_sim(7, 8)) == pytest.approx(22.9033, abs=1e-4)
+
+
+def test_perfect_sensor_value_is_at_least_the_point_based_lower_bound():
+    from jaxpomdp.solvers import point_based
+    res = point_based.solve(rocksample(4, 4), time_limit=3.0)
+    assert res.lower_bound > 17.9  # the optimum is 17.92 (SARSOP)
+    assert perfect_sensor_value(rocksample_sim(4, 4)) >= res.lower_bound - 1e-4
+
+
+def test_perfect_sensor_value_refuses_too_many_rocks():
+    with pytest.raises(ValueError, match=r"3\^16 x 17 values .* at most 15 rocks"):
+        perfect_sensor_value(rocksample_sim(20, 16))
+    with pytest.raises(ValueError, match="at most 2 rocks"):
+        perfect_sensor_value(rocksample_sim(4, 3), max_rocks=2)
 
 
 def test_upper_value_bounds_qmdp_and_is_exact_with_table():
