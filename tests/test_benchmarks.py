@@ -103,7 +103,9 @@ def test_rocksample_heuristic_benchmark(tmp_path):
         assert h["episodes"] == 100 and h["ci95_half_width"] > 0 and set(h["thresholds"]) == {
             "sample_at", "discard_below", "check_within", "max_checks"}
         assert 10 * 0.95 ** 5 < h["mean"] <= r["upper_bound"] + 3 * h["ci95_half_width"] and r["upper_bound_exact"]
-    assert "rocksample:6,4:3" in proc.stdout and "ratio" in proc.stdout
+        assert h["mean"] <= r["perfect_sensor_bound"] + 3 * h["ci95_half_width"]
+        assert r["perfect_sensor_bound"] < r["upper_bound"]
+    assert "rocksample:6,4:3" in proc.stdout and "ratio" in proc.stdout and "sensor" in proc.stdout
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rocksample_heuristic.py"), "--problems",
                           "tiger", "--json", str(tmp_path / "x.json")], cwd=ROOT, capture_output=True, text=True,
                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
