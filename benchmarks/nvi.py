@@ -266,7 +266,8 @@ def fmt(x, spec):
 
 
 HEADER = (f"{'problem':20s} {'|S|':>11s} {'limit':>6s} {'solve':>6s} {'comp':>5s} {'estimate':>8s} "
-          f"{'follow':>15s} {'exact':>7s} {'argmax':>15s} {'rollout':>15s} {'heuristic':>15s} {'upper':>7s} {'sensor':>7s} "
+          f"{'follow':>15s} {'exact':>7s} {'argmax':>15s} {'rollout':>15s} {'heuristic':>15s} {'upper':>7s} "
+          f"{'sensor':>7s} "
           f"{'ref':>6s} {'target':>6s} {'nodes':>5s} {'reach':>5s} "
           f"{'param KB':>8s} {'alpha MB':>9s} {'steps/s':>7s} {'rss MB':>6s}")
 
@@ -287,7 +288,8 @@ def format_row(r: dict) -> str:
             f"{r['compile_seconds']:5.0f} {r['value_estimate']:8.3f} "
             f"{f['mean']:.2f}±{f['ci95_half_width']:<5.2f}" + f" {fmt(r.get('exact'), '7.3f')} {a_s:>15s} {r_s:>15s} "
             f"{h_s:>15s} "
-            f"{fmt(r['upper_bound'], '7.2f')} {fmt(r.get('perfect_sensor_bound'), '7.2f')} {fmt(ref.get('ref'), '6.2f')} {fmt(ref.get('target'), '6.2f')} "
+            f"{fmt(r['upper_bound'], '7.2f')} {fmt(r.get('perfect_sensor_bound'), '7.2f')} "
+            f"{fmt(ref.get('ref'), '6.2f')} {fmt(ref.get('target'), '6.2f')} "
             f"{r['num_nodes']:5d} {r['reachable_nodes']:5d} {r['parameter_bytes'] / 1024:8.1f} "
             f"{fmt(alpha, '9.1f')} {r['train_throughput']['steps_per_second']:7.1f} {r['peak_rss_mb_so_far']:6.0f}")
 

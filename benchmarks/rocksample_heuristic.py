@@ -42,7 +42,8 @@ from nvi import PERFECT_SENSOR_MAX_ROCKS, split_problems  # noqa: E402 -- as the
 DEFAULT_PROBLEMS = ["rocksample:7,8", "rocksample:11,11", "rocksample:15,15", "rocksample:15,15:142",
                     "rocksample:20,20"]
 
-HEADER = (f"{'problem':22s} {'|S|':>11s} {'heuristic':>13s} {'tuned':>6s} {'upper':>7s} {'ratio':>5s} {'sensor':>7s} {'ratio':>5s} "
+HEADER = (f"{'problem':22s} {'|S|':>11s} {'heuristic':>13s} {'tuned':>6s} {'upper':>7s} {'ratio':>5s} "
+          f"{'sensor':>7s} {'ratio':>5s} "
           f"{'sample_at':>9s} {'discard':>7s} {'within':>6s} {'checks':>6s} {'sec':>5s}")
 
 

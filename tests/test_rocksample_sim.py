@@ -135,7 +135,8 @@ def _perfect_sensor_by_value_iteration(sim, sweeps=700):
                         d2[rocks.index(cell)] = 0
                     rows.append(c * 3 ** k + sig)
                     acts.append(a)
-                    cols.append((int(nx[a, s]) * n + int(ny[a, s])) * 3 ** k + sum(d * 3 ** i for i, d in enumerate(d2)))
+                    sig2 = sum(d * 3 ** i for i, d in enumerate(d2))
+                    cols.append((int(nx[a, s]) * n + int(ny[a, s])) * 3 ** k + sig2)
                     probs.append(0.5 ** len(unknown))
                     rews.append(float(rew[a, s]))
                     live.append(not term[a, s])
