@@ -281,7 +281,8 @@ def default_config(model: Any, **overrides) -> Config:
     16.1-16.5 (an earlier version), RockSample_4_4 17.924 (SARSOP's value) in 240 s
     on seeds 0-2, 4x3.95 (of 1.89) 1.841-1.843 in 300 s on seeds 0-2 (one core each,
     ``benchmarks/nvi.py``; the returned controller is the best by exact value,
-    :func:`snapshot`). On the
+    :func:`snapshot`; that was an earlier version: rerun 2026-12-05, 4x3.95 gave
+    1.827, 1.839, 1.817, while Tiger and RockSample_4_4 kept 19.371 and 17.924). On the
     RockSample simulator they did worse (an earlier version): RockSample(7,8) in
     120 s followed at 7.35 vs 13.72 with ``Config()``, so simulators keep
     ``Config()``'s 16-step targets, periodic target copies and the plain
