@@ -232,7 +232,7 @@ def test_home_beliefs_stay_with_their_nodes_when_the_pool_wraps():
     assert float(loss_a) == float(loss_b)
     # a node added at a belief holds exactly its particles (the tiger known to be behind the left door)
     b = jnp.zeros(cfg.num_particles, jnp.int32)
-    added, _ = _add_node(k, m, st, b, cfg._replace(improve_tol=-1e9, improve_z=-1e9), net.apply_fn)
+    added, _, _ = _add_node(k, m, st, b, cfg._replace(improve_tol=-1e9, improve_z=-1e9), net.apply_fn)
     new = np.flatnonzero(np.asarray(added.active) & ~np.asarray(st.active))
     assert len(new) == 1
     np.testing.assert_array_equal(np.asarray(added.home[new[0]]), np.asarray(b))
@@ -266,12 +266,31 @@ def test_tabulated_node_values_give_the_same_backups_and_collection():
         np.testing.assert_allclose(np.asarray(a.q), np.asarray(b.q), rtol=1e-5, atol=1e-5)
         assert int(a.action) == int(b.action) and int(a.best) == int(b.best)
         np.testing.assert_array_equal(np.asarray(a.edges), np.asarray(b.edges))
-    # a node added while exploring gets its row; simulators get no table
-    added, t2 = _add_node(jax.random.key(5), m, st, states[0], cfg._replace(improve_tol=-1e9, improve_z=-1e9),
-                          net.apply_fn, table)
+    # the runs of verified successors and of the improvement test bootstrap from the target networks, tabulated
+    # too: target networks unlike the online ones (another initialisation), so that a table of the wrong ones
+    # would show
+    st = st._replace(target_params=nvi.init(jax.random.key(9), m, cfg, net).params)
+    table = nvi._value_table(m, st, net.apply_fn, cfg)
+    boot = nvi._value_table(m, st, net.apply_fn, cfg, st.target_params)
+    assert not np.allclose(np.asarray(boot), np.asarray(table))
+    verify = cfg._replace(verify_successors=3)
+    for t in range(int(np.sum(np.asarray(valid)))):
+        a = _backup(jax.random.key(3 + t), m, st, states[t], net.apply_fn, None, verify)
+        b = _backup(jax.random.key(3 + t), m, st, states[t], net.apply_fn, table, verify, boot)
+        np.testing.assert_allclose(np.asarray(a.q), np.asarray(b.q), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(a.edges), np.asarray(b.edges))
+    # a node added while exploring gets its row in both (its target network is its fitted one); simulators get no
+    # table
+    add_all = cfg._replace(improve_tol=-1e9, improve_z=-1e9)
+    added, t2, boot2 = _add_node(jax.random.key(5), m, st, states[0], add_all, net.apply_fn, table, boot)
+    plain, _, _ = _add_node(jax.random.key(5), m, st, states[0], add_all, net.apply_fn)
     assert int(added.num_nodes) == int(st.num_nodes) + 1
+    np.testing.assert_allclose(np.asarray(added.params["params"]["Dense_0"]["kernel"]),
+                               np.asarray(plain.params["params"]["Dense_0"]["kernel"]), rtol=1e-4, atol=1e-5)
     fresh = nvi._value_table(m, added, net.apply_fn, cfg)
     np.testing.assert_allclose(np.asarray(t2), np.asarray(fresh), rtol=1e-5, atol=1e-5)
+    fresh_boot = nvi._value_table(m, added, net.apply_fn, cfg, added.target_params)
+    np.testing.assert_allclose(np.asarray(boot2), np.asarray(fresh_boot), rtol=1e-5, atol=1e-5)
     assert nvi._value_table(rocksample_sim(4, 4), st, net.apply_fn, cfg) is None
 
 
@@ -504,7 +523,7 @@ def test_width_is_a_loop_with_the_unrolled_loops_numbers():
         keys = jax.random.split(k_b, config.max_depth)
         for t in reversed(range(config.max_depth)):
             if bool(valid[t]):
-                by_hand, _ = _add_node(keys[t], model, by_hand, nvi._take(states, t), config, apply_fn)
+                by_hand, _, _ = _add_node(keys[t], model, by_hand, nvi._take(states, t), config, apply_fn)
     assert int(got.pool_count) == int(by_hand.pool_count) > 2
     np.testing.assert_array_equal(np.asarray(got.active), np.asarray(by_hand.active))
     np.testing.assert_array_equal(np.asarray(got.actions), np.asarray(by_hand.actions))

@@ -487,17 +487,20 @@ def _all_values(apply_fn, st: NVIState, feats, params=None) -> jax.Array:
 MAX_TABLE_ENTRIES = 2 ** 24
 
 
-def _value_table(model: Any, st: NVIState, apply_fn, config: Config) -> Optional[jax.Array]:
+def _value_table(model: Any, st: NVIState, apply_fn, config: Config, params=None) -> Optional[jax.Array]:
     """``f_n(s)`` for every node and state of a tabular model (``float[N, S]``), else None.
 
     States of a :class:`~jaxpomdp.model.TabularPOMDP` are indices: a backup then
     looks up the ``N x P`` values of its particles instead of running every node's
     network on every particle for every action (the networks do not change during
     :func:`explore` but for new nodes, whose rows are rewritten). Same values.
+    ``params``: other parameters than ``st.params`` (the target networks': the bootstrap values of
+    :func:`_controller_return`, which would otherwise gather a node's parameters for every run).
     """
     if not isinstance(model, TabularPOMDP) or config.capacity * model.num_states > MAX_TABLE_ENTRIES:
         return None
-    return node_values(apply_fn, st.params, _features(model, jnp.arange(model.num_states)))
+    return node_values(apply_fn, st.params if params is None else params,
+                       _features(model, jnp.arange(model.num_states)))
 
 
 def _spread(P: int, S: int) -> slice:
@@ -776,7 +779,7 @@ class BackupResult(NamedTuple):
 
 
 def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, verify: int = 0, horizon: int = 1,
-                shortlist: int = 0, values_at_b=None):
+                shortlist: int = 0, values_at_b=None, boot=None):
     """``(Q(b, a), n*(a, .))``: one simulated step per particle (``keys`` [P]) and, per
     observation, the successor node best on the particles that produced it.
 
@@ -794,7 +797,8 @@ def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, ve
     shortlist. ``values_at_b`` (float[N, P], optional): the nodes' values at
     ``b_states`` themselves, used instead of evaluating the networks again when the
     action left every particle's state as it was (RockSample's checks, Tiger's
-    listen: most of a backup's actions on RockSample). The same values.
+    listen: most of a backup's actions on RockSample). The same values. ``boot``: the target networks'
+    values tabulated, for the runs (:func:`_controller_return`).
     """
     O = model.num_observations
     P = jax.tree.leaves(b_states)[0].shape[0]
@@ -834,7 +838,7 @@ def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, ve
     k_run = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)    # per particle, the same for the K candidates
 
     def run(k, s, nodes, done):
-        g = jax.vmap(lambda n: _controller_return(k, model, st, s, n, horizon, apply_fn))(nodes)
+        g = jax.vmap(lambda n: _controller_return(k, model, st, s, n, horizon, apply_fn, boot))(nodes)
         return jnp.where(done, 0.0, g)
     y = jax.vmap(run)(k_run, s2, cand[o], d)                      # [P, K]
     # [O, K]; fewer than K active: never a free slot
@@ -846,10 +850,11 @@ def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, ve
 
 
 def backup(key: jax.Array, model: Any, st: NVIState, b_states: Any, apply_fn: Callable,
-           table: Optional[jax.Array] = None, config: Optional[Config] = None) -> BackupResult:
+           table: Optional[jax.Array] = None, config: Optional[Config] = None,
+           boot: Optional[jax.Array] = None) -> BackupResult:
     """The MCVI-style backup at a belief of equally weighted particles ``b_states`` [P] (``table``: the node
     values of a tabular model's states, :func:`_value_table`; ``config.verify_successors``: successors checked
-    by running the controller, :func:`_successors`)."""
+    by running the controller, :func:`_successors`, whose runs bootstrap from ``boot`` if given)."""
     verify, horizon, shortlist = ((config.verify_successors, config.td_steps, config.shortlist_particles)
                                   if config is not None else (0, 1, 0))
     A = model.num_actions
@@ -859,7 +864,7 @@ def backup(key: jax.Array, model: Any, st: NVIState, b_states: Any, apply_fn: Ca
 
     def per_action(args):
         a, keys = args
-        return _successors(keys, model, st, b_states, a, apply_fn, table, verify, horizon, shortlist, F0)
+        return _successors(keys, model, st, b_states, a, apply_fn, table, verify, horizon, shortlist, F0, boot)
 
     keys = jax.random.split(key, (A, P))
     q, succ = lax.map(per_action, (jnp.arange(A, dtype=jnp.int32), keys))
@@ -886,28 +891,30 @@ def _fit(p0, x, y, config: Config, apply_fn):
 
 
 def _paired_gain(key, model, st_new: NVIState, n_new, st_old: NVIState, n_old, b_states, config: Config,
-                 apply_fn):
+                 apply_fn, boot_new=None, boot_old=None):
     """``(returns from (st_new, n_new), whether they beat (st_old, n_old))`` at a belief.
 
     Both are run from the same states with the same random numbers (``fit_repeats``
     runs per particle of ``td_steps`` steps, then the target networks): the paired
     difference has far less variance than either return. It wins if its mean exceeds
-    ``max(improve_tol * (1 + |old|), improve_z * its standard error)``.
+    ``max(improve_tol * (1 + |old|), improve_z * its standard error)``. ``boot_new``, ``boot_old``: the
+    target values of the two, tabulated (:func:`_controller_return`).
     """
     R = config.fit_repeats
     P = jax.tree.leaves(b_states)[0].shape[0]
     states = jax.tree.map(lambda x: jnp.repeat(x, R, axis=0), b_states)
     keys, states = distributed.constrain((jax.random.split(key, R * P), states))
-    y = jax.vmap(lambda k, s: _controller_return(k, model, st_new, s, n_new, config.td_steps, apply_fn))(keys, states)
-    y_old = jax.vmap(lambda k, s: _controller_return(k, model, st_old, s, n_old, config.td_steps, apply_fn))(
-        keys, states)
+    y = jax.vmap(lambda k, s: _controller_return(k, model, st_new, s, n_new, config.td_steps, apply_fn,
+                                                 boot_new))(keys, states)
+    y_old = jax.vmap(lambda k, s: _controller_return(k, model, st_old, s, n_old, config.td_steps, apply_fn,
+                                                     boot_old))(keys, states)
     diff = y - y_old
     se = jnp.std(diff) / jnp.sqrt(jnp.asarray(R * P, DTYPE))
     base = jnp.mean(y_old)
     return y, states, jnp.mean(diff) > jnp.maximum(config.improve_tol * (1 + jnp.abs(base)), config.improve_z * se)
 
 
-def _refresh_node(key, model, st: NVIState, config: Config, apply_fn, table=None) -> NVIState:
+def _refresh_node(key, model, st: NVIState, config: Config, apply_fn, table=None, boot=None) -> NVIState:
     """Re-chooses the edges of one random backed-up node at its home belief, in place.
 
     The node keeps its action; its successors become the best nodes now (by the
@@ -924,9 +931,9 @@ def _refresh_node(key, model, st: NVIState, config: Config, apply_fn, table=None
     b_states = _take(st.home, n)
     P = jax.tree.leaves(b_states)[0].shape[0]
     _, succ = _successors(jax.random.split(k_s, P), model, st, b_states, st.actions[n], apply_fn, table,
-                          config.verify_successors, config.td_steps, config.shortlist_particles)
+                          config.verify_successors, config.td_steps, config.shortlist_particles, boot=boot)
     cand = st._replace(edges=st.edges.at[n].set(succ))
-    _, _, better = _paired_gain(k_r, model, cand, n, st, n, b_states, config, apply_fn)
+    _, _, better = _paired_gain(k_r, model, cand, n, st, n, b_states, config, apply_fn, boot, boot)
     change = jnp.any(eligible) & better & jnp.any(succ != st.edges[n])
     return lax.cond(change, lambda st: cand._replace(last_used=cand.last_used.at[succ].set(st.iteration)),
                     lambda st: st, st)
@@ -941,7 +948,7 @@ def _pool_states(key, st: NVIState, count: int):
                                     jax.random.randint(k_p, (count,), 0, Pp)], st.pool)
 
 
-def _add_node(key, model, st: NVIState, b_states, config: Config, apply_fn, table=None):
+def _add_node(key, model, st: NVIState, b_states, config: Config, apply_fn, table=None, boot=None):
     """Backs up at a belief; adds the node if its simulated value beats the controller's.
 
     The candidate node (action ``a*``, edges ``n*(a*, .)``) is put in the first free
@@ -952,11 +959,11 @@ def _add_node(key, model, st: NVIState, b_states, config: Config, apply_fn, tabl
     network fitted to those returns and to as many from states of random pooled
     beliefs (warm-started from the best node's network).
 
-    Returns ``(state, table)``: ``table`` (:func:`_value_table`, or None) with the
-    new node's row written.
+    Returns ``(state, table, boot)``: ``table`` (:func:`_value_table`, or None) and ``boot`` (the target
+    networks' values, or None) with the new node's row written.
     """
     k_b, k_r, k_p, k_o = jax.random.split(key, 4)
-    res = backup(k_b, model, st, b_states, apply_fn, table, config)
+    res = backup(k_b, model, st, b_states, apply_fn, table, config, boot)
     N, R = config.capacity, config.fit_repeats
     P = jax.tree.leaves(b_states)[0].shape[0]
     duplicate = jnp.any(st.active & (st.actions == res.action) & jnp.all(st.edges == res.edges[None, :], axis=1))
@@ -965,34 +972,42 @@ def _add_node(key, model, st: NVIState, b_states, config: Config, apply_fn, tabl
     p0 = _take(st.params, res.best)
     cand = st._replace(actions=st.actions.at[j].set(res.action), edges=st.edges.at[j].set(res.edges),
                        target_params=_set(st.target_params, j, p0))
-    y, states, improves = _paired_gain(k_r, model, cand, j, cand, res.best, b_states, config, apply_fn)
+    # ``boot`` (the target values) serves the candidate's runs as it is: its successors are active nodes, none
+    # of which leads back to the free slot j, so no run bootstraps from j's row
+    y, states, improves = _paired_gain(k_r, model, cand, j, cand, res.best, b_states, config, apply_fn, boot, boot)
     add = improves & ~duplicate & room
 
     def do_add(carry):
-        st, table = carry
+        st, table, boot = carry
         # off-belief data: states of random pooled beliefs, so that the new network
         # does not extrapolate its value to states where its plan does not apply
         other = _pool_states(k_p, st, R * P)
-        y_other = jax.vmap(lambda k, s: _controller_return(k, model, cand, s, j, config.td_steps, apply_fn))(
-            jax.random.split(k_o, R * P), other)
+        y_other = jax.vmap(lambda k, s: _controller_return(k, model, cand, s, j, config.td_steps, apply_fn,
+                                                           boot))(jax.random.split(k_o, R * P), other)
         x_all = jnp.concatenate([_features(model, states), _features(model, other)])
         p = _fit(p0, x_all, jnp.concatenate([y, y_other]), config, apply_fn)
         opt_state = jax.tree.map(lambda x: x.at[j].set(0) if x.ndim and x.shape[0] == N else x, st.opt_state)
         used = st.last_used.at[res.edges].set(st.iteration).at[j].set(st.iteration)
         if table is not None:
-            table = table.at[j].set(apply_fn(p, _features(model, jnp.arange(table.shape[1]))))
+            row = apply_fn(p, _features(model, jnp.arange(table.shape[1])))
+            table = table.at[j].set(row)
+            boot = None if boot is None else boot.at[j].set(row)  # the target network is p too
         return st._replace(params=_set(st.params, j, p), target_params=_set(st.target_params, j, p),
                            opt_state=opt_state, actions=st.actions.at[j].set(res.action),
                            edges=st.edges.at[j].set(res.edges), active=st.active.at[j].set(True),
                            home=_set(st.home, j, b_states), last_used=used,
-                           num_nodes=st.num_nodes + 1, backups=st.backups + 1), table
+                           num_nodes=st.num_nodes + 1, backups=st.backups + 1), table, boot
 
-    return lax.cond(add, do_add, lambda carry: carry, (st, table))
+    return lax.cond(add, do_add, lambda carry: carry, (st, table, boot))
 
 
 # -------------------------------------------------------------- train step
-def _controller_return(key, model, st: NVIState, state, node, H: int, apply_fn):
-    """``sum_{t<H} gamma^t r_t + gamma^H fbar_{n_H}(s_H)`` running the controller from (state, node)."""
+def _controller_return(key, model, st: NVIState, state, node, H: int, apply_fn, boot=None):
+    """``sum_{t<H} gamma^t r_t + gamma^H fbar_{n_H}(s_H)`` running the controller from (state, node).
+
+    ``boot``: ``fbar`` tabulated (``float[N, S]``, a tabular model's target values, :func:`_value_table`), looked
+    up instead of evaluating the target network of ``n_H``: the same values.
+    """
     gamma = _gamma(model)
 
     def body(carry, key):
@@ -1003,8 +1018,11 @@ def _controller_return(key, model, st: NVIState, state, node, H: int, apply_fn):
 
     init = (state, jnp.asarray(node, jnp.int32), jnp.zeros((), DTYPE), jnp.ones((), DTYPE), jnp.zeros((), bool))
     (s, n, g, disc, done), _ = lax.scan(body, init, jax.random.split(key, H))
-    boot = apply_fn(_take(st.target_params, n), _features(model, jax.tree.map(lambda x: x[None], s)))[0]
-    return g + jnp.where(done, 0.0, disc * boot)
+    if boot is None:
+        v = apply_fn(_take(st.target_params, n), _features(model, jax.tree.map(lambda x: x[None], s)))[0]
+    else:
+        v = boot[n, s]
+    return g + jnp.where(done, 0.0, disc * v)
 
 
 def train_step(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: Callable):
@@ -1063,10 +1081,11 @@ def explore(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: 
     """Belief collection and deepest-first backups of ``config.width`` trajectories (``guide``: the guide
     policy of ``config.guide_share``, see :func:`collect`)."""
     table = _value_table(model, st, apply_fn, config)  # the networks do not change here but for new nodes
+    boot = _value_table(model, st, apply_fn, config, st.target_params)  # nor do the target networks
     keys_w = jax.random.split(key, config.width)
 
     def trajectory(w, carry):
-        st, table = carry
+        st, table, boot = carry
         k_c, k_b = jax.random.split(keys_w[w])
         states, valid, best = collect(k_c, model, st, config, apply_fn, table, guide)
         st = _write_pool(st, states, valid)
@@ -1077,17 +1096,17 @@ def explore(key: jax.Array, model: Any, st: NVIState, config: Config, apply_fn: 
         def body(i, carry):
             t = config.max_depth - 1 - i
             b = _take(states, t)
-            return lax.cond(valid[t], lambda c: _add_node(keys[t], model, c[0], b, config, apply_fn, c[1]),
+            return lax.cond(valid[t], lambda c: _add_node(keys[t], model, c[0], b, config, apply_fn, c[1], c[2]),
                             lambda c: c, carry)
 
-        return lax.fori_loop(0, config.max_depth, body, (st, table))
+        return lax.fori_loop(0, config.max_depth, body, (st, table, boot))
 
     # a loop, not unrolled: tracing and compiling do not grow with the width
-    st, table = lax.fori_loop(0, config.width, trajectory, (st, table))
+    st, table, boot = lax.fori_loop(0, config.width, trajectory, (st, table, boot))
     if config.refresh_nodes:  # a loop, not unrolled: tracing 32 copies made compiling slow
         keys_r = jax.random.split(jax.random.fold_in(key, 1), config.refresh_nodes)
         st = lax.fori_loop(0, config.refresh_nodes,
-                           lambda i, st: _refresh_node(keys_r[i], model, st, config, apply_fn, table), st)
+                           lambda i, st: _refresh_node(keys_r[i], model, st, config, apply_fn, table, boot), st)
     return distributed.replicated(st._replace(iteration=st.iteration + 1))
 
 
