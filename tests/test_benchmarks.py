@@ -147,6 +147,7 @@ def test_nvi_benchmark_config_overrides():
                           ("hidden=[32, 0]", "positive integers"), ("verify_successors=-1", "an integer >= 0"),
                           ("learning_rate=\"x\"", "a positive number, like 0.003"),
                           ("learning_rate=0", "a positive number"), ("explore_random=-0.5", "a number in [0, 1]"),
-                          ("explore_random=1.5", "a number in [0, 1]"), ("improve_z=NaN", "a finite number")]:
+                          ("explore_random=1.5", "a number in [0, 1]"), ("improve_z=NaN", "a finite number"),
+                          ("verified_q_by_networks=1", "true or false, like false")]:
         with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("]", r"\]")):
             bench.parse_overrides([bad])

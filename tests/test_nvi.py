@@ -22,7 +22,7 @@ from jaxpomdp.solvers import nvi
 #: snapshots every 2 iterations (read only by ``solve``; Tiger is valued exactly after every iteration anyway).
 SMALL = nvi.Config(capacity=32, hidden=(16, 16), num_particles=32, b0_particles=128, max_depth=12,
                    pool_capacity=64, batch_per_node=8, td_steps=8, train_steps=8, fit_steps=16, fit_repeats=2,
-                   info_steps=4, verify_successors=0,  # tabular models' default; the simulator's test below verifies
+                   info_steps=4, verify_successors=0,  # successors by the networks; tests below verify
                    refresh_nodes=2, snapshot_every=2)
 #: Training on home beliefs only, and refreshed edges kept unless they lose more than ``1 + |V|``: the home-belief
 #: test needs both; the train-step trace test uses it too, so the two compile one train step.
@@ -344,6 +344,29 @@ def test_verified_successors_are_chosen_by_running_the_controller(verify, expect
         assert q_listen < -5
     else:
         assert q_listen == pytest.approx(-1 + 0.95 * 100.0)
+
+
+@pytest.mark.parametrize("tabulated", [True, False])
+def test_verified_successors_with_q_by_the_networks(tabulated):
+    # as above (the networks rate open-left best at tiger-left states; the runs choose listening), but Q(listen)
+    # continues with the chosen listen node's network value (table row 0, or its network where no table is
+    # given), not with the runs' -19: -1 + 0.95 f_0(tiger-left), listening leaving the tiger where it is
+    m = problems.tiger()
+    cfg = SMALL._replace(td_steps=60, verify_successors=3, verified_q_by_networks=True)
+    net = nvi.Network(*nvi.mlp(cfg.hidden, cfg.value_scale))
+    st = nvi.init(jax.random.key(0), m, cfg, net)
+    table = jnp.zeros((cfg.capacity, m.num_states)).at[1].set(100.0).at[0].set(3.0)
+    b = jnp.zeros(cfg.num_particles, jnp.int32)
+    listen = 0
+    f0 = 3.0 if tabulated else float(net.apply_fn(nvi._take(st.params, 0), nvi._features(m, b[:1]))[0])
+    res = _backup(jax.random.key(1), m, st, b, net.apply_fn, table if tabulated else None, cfg)
+    if tabulated:  # the runs (60 steps of listening) chose node 0 over the table's open-left
+        assert set(np.asarray(res.edges).tolist()) == {0}
+    assert float(res.q[listen]) == pytest.approx(-1 + 0.95 * f0, abs=1e-4)
+    runs = _backup(jax.random.key(1), m, st, b, net.apply_fn, table if tabulated else None,
+                   cfg._replace(verified_q_by_networks=False))
+    np.testing.assert_array_equal(np.asarray(runs.edges), np.asarray(res.edges))  # the same choice
+    assert float(runs.q[listen]) == pytest.approx(-(1 - 0.95 ** 61) / 0.05, abs=1.0)
 
 
 @pytest.mark.parametrize("shortlist", [0, 4])

@@ -41,11 +41,12 @@ One :func:`update` (everything jit-compiled, static shapes) is:
    f_n(s'_i)``; ``Q(b, a) = mean_i [r_i + gamma f_{n*(a, o_i)}(s'_i)]`` (0 after a
    terminal ``s'``; for a tabular model the values ``f_n(s)`` of all its states
    are tabulated once per :func:`explore`, new nodes' rows rewritten, and looked
-   up). With ``verify_successors = K`` (the simulators' default, 8) the networks
+   up, the target networks' too). With ``verify_successors = K`` (the default, 8) the networks
    only shortlist: for each ``(a, o)`` the ``K`` nodes best by ``f`` are *run* (the
    controller from each, ``td_steps`` steps, then the target networks, the same
    random numbers for all ``K``) from the particles' ``s'_i`` and the best by those
-   returns is ``n*(a, o)``, its returns standing for ``f`` in ``Q``. A node's
+   returns is ``n*(a, o)``, its returns standing for ``f`` in ``Q`` (tabular models,
+   ``verified_q_by_networks``: the chosen node's ``f`` stays in ``Q``). A node's
    network is fitted where its plan was made and can overrate it by many units
    elsewhere, and the max over nodes picks exactly such errors: on
    RockSample(7,8) a node valued 14.2 by its network at a late belief was worth
@@ -189,7 +190,12 @@ class Config(NamedTuple):
         with 1, against 20.14 +- 0.27 without (one run each).
       verify_successors: ``K``: a backup's successor for each action and observation
         is the best of the networks' ``K`` best nodes by running the controller from
-        them (:func:`_successors`); 0: the networks' best. Tabular models: 0.
+        them (:func:`_successors`); 0: the networks' best.
+      verified_q_by_networks: with ``verify_successors`` > 0, ``Q(b, a)`` takes the continuation from the
+        network of the successor the runs chose (``f_{n*(a, o_i)}(s'_i)``, as without verifying) instead of
+        from that run's return: the runs still choose the successors, away from a network's overrated max,
+        while the actions are compared on values without the runs' noise (:func:`_successors`).
+        Tabular models: on (:data:`TABULAR_SETTINGS`).
       shortlist_particles: with ``verify_successors`` > 0, the networks rank the nodes
         for that shortlist on this many of a belief's particles (every ``P // S``-th;
         0, the default, or at least ``num_particles``: all); the candidates run from
@@ -238,6 +244,7 @@ class Config(NamedTuple):
     risk_std: float = 0.0
     guide_share: float = 0.0
     verify_successors: int = 8
+    verified_q_by_networks: bool = False
     shortlist_particles: int = 0
     improve_tol: float = 1e-2
     improve_z: float = 0.0
@@ -248,7 +255,7 @@ class Config(NamedTuple):
 
 #: :func:`default_config`'s settings for tabular models (measured, see there).
 TABULAR_SETTINGS = dict(learning_rate=1e-3, td_steps=4, train_steps=100, target_ema=0.02, refresh_nodes=32,
-                        improve_z=2.0, verify_successors=0)
+                        improve_z=2.0, verified_q_by_networks=True)
 
 
 #: :func:`default_config`'s node bank for simulators with more than :data:`LARGE_BANK_ACTIONS` actions: three
@@ -275,14 +282,23 @@ def default_config(model: Any, **overrides) -> Config:
     A :class:`~jaxpomdp.model.TabularPOMDP` also gets :data:`TABULAR_SETTINGS`:
     4-step targets with a Polyak-averaged target network, 100 train steps per
     iteration, 32 edge refreshes per iteration and the paired 2-standard-error
-    improvement test, at Adam's step 1e-3. Measured (exact evaluation of the
-    controller, :func:`jaxpomdp.controller.exact_value`): Tiger reaches
-    19.33-19.371 (optimum 19.371) in 30 s on 4 seeds where ``Config()`` gave
-    16.1-16.5 (an earlier version), RockSample_4_4 17.924 (SARSOP's value) in 240 s
-    on seeds 0-2, 4x3.95 (of 1.89) 1.841-1.843 in 300 s on seeds 0-2 (one core each,
-    ``benchmarks/nvi.py``; the returned controller is the best by exact value,
-    :func:`snapshot`; that was an earlier version: rerun 2026-12-05, 4x3.95 gave
-    1.827, 1.839, 1.817, while Tiger and RockSample_4_4 kept 19.371 and 17.924). On the
+    improvement test, at Adam's step 1e-3, and successors verified by running the
+    controller (``verify_successors``, 8) with ``Q`` from the chosen nodes' networks
+    (``verified_q_by_networks``). Measured 2026-12-05 (exact evaluation of the controller,
+    :func:`jaxpomdp.controller.exact_value`; ``benchmarks/nvi.py``, one core each, seeds 0-2;
+    the returned controller is the best by exact value, :func:`snapshot`): Tiger 19.371
+    (the optimum) in 30 s, RockSample_4_4 17.924 (SARSOP's value) in 240 s (first reached
+    after 58-90 s), 4x3.95 1.853, 1.853, 1.851 in 300 s (point-based lower bound 1.8898;
+    97% of it after 20-75 s). Successors chosen by the networks (``verify_successors=0``,
+    the tabular setting before) gave 4x3.95 only 1.827, 1.839, 1.817: the networks' errors
+    at its 11 states, about 0.05 (mean absolute, against the controller's exact values),
+    are the size of the differences between its choices. Verified with the runs' returns
+    in ``Q`` (``verified_q_by_networks`` false) 4x3.95 reached 1.858, 1.854, 1.850 (seed 3:
+    1.856) but RockSample_4_4 stopped at 16.70 and 16.53 on seeds 1 and 2 (with ``K`` 4,
+    seed 1: 17.20 after 600 s), presumably because one run per particle makes ``Q`` noisier
+    than the networks' values (not measured apart; both measured before the target values were tabulated, :func:`explore`, which
+    changes no value but made RockSample_4_4's iterations faster). An earlier version of these
+    settings took Tiger to 19.33-19.371 in 30 s on 4 seeds where ``Config()`` gave 16.1-16.5. On the
     RockSample simulator they did worse (an earlier version): RockSample(7,8) in
     120 s followed at 7.35 vs 13.72 with ``Config()``, so simulators keep
     ``Config()``'s 16-step targets, periodic target copies and the plain
@@ -367,10 +383,14 @@ def _field_expected(name: str, value) -> Optional[str]:
     elif isinstance(default, float):
         ok = (is_integer(value) or isinstance(value, (float, np.floating))) and math.isfinite(value) and \
             (name not in _POSITIVE or value > 0) and (name not in _SHARES or 0 <= value <= 1)
+    elif isinstance(default, bool):
+        ok = isinstance(value, (bool, np.bool_))
     else:
         ok = is_integer(value) and (1 if name in _AT_LEAST_ONE else 0) <= value <= MAX_COUNT
     if ok:
         return None
+    if isinstance(default, bool):
+        return "true or false"
     too_large = (any(is_integer(v) and v > MAX_COUNT for v in value) if isinstance(value, (list, tuple))
                  else is_integer(value) and value > MAX_COUNT)
     return ("a list of positive integers" + (f" at most {MAX_COUNT}" if too_large else "")
@@ -779,7 +799,7 @@ class BackupResult(NamedTuple):
 
 
 def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, verify: int = 0, horizon: int = 1,
-                shortlist: int = 0, values_at_b=None, boot=None):
+                shortlist: int = 0, values_at_b=None, boot=None, q_by_networks: bool = False):
     """``(Q(b, a), n*(a, .))``: one simulated step per particle (``keys`` [P]) and, per
     observation, the successor node best on the particles that produced it.
 
@@ -789,7 +809,8 @@ def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, ve
     particles that produced it, and the best by those returns is the successor;
     ``Q`` uses the returns. A network extrapolating far from the states it was trained
     on can overrate a node by many units (and the max over nodes picks such errors);
-    the runs do not. ``shortlist`` S (with K > 0 and ``0 < S < P``): the networks
+    the runs do not (``q_by_networks``: ``Q`` takes the chosen successors' network values instead, as
+    ``verify`` 0 does; the runs only choose). ``shortlist`` S (with K > 0 and ``0 < S < P``): the networks
     rank the nodes on every ``P // S``-th particle only (S of them; an observation
     none of those produced: by their total); the K candidates still run from all
     ``P``. Valuing every node's network at every particle for every action is
@@ -845,7 +866,14 @@ def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, ve
     totals = jnp.where(st.active[cand], jnp.matmul(onehot.T, y, precision=HIGHEST), -jnp.inf)
     pick = jnp.argmax(totals, axis=1)
     succ = cand[jnp.arange(O), pick]
-    cont = y[jnp.arange(P), pick[o]]
+    if q_by_networks:  # the chosen node's network at each particle (its table row for a tabular model)
+        n_o = succ[o]
+        cont = (table[n_o, s2] if table is not None else
+                jax.vmap(lambda n, s: apply_fn(_take(st.params, n), _features(model, jax.tree.map(
+                    lambda x: x[None], s)))[0])(n_o, s2))
+        cont = jnp.where(d, 0.0, cont)
+    else:
+        cont = y[jnp.arange(P), pick[o]]
     return jnp.mean(r + _gamma(model) * cont), succ
 
 
@@ -855,8 +883,8 @@ def backup(key: jax.Array, model: Any, st: NVIState, b_states: Any, apply_fn: Ca
     """The MCVI-style backup at a belief of equally weighted particles ``b_states`` [P] (``table``: the node
     values of a tabular model's states, :func:`_value_table`; ``config.verify_successors``: successors checked
     by running the controller, :func:`_successors`, whose runs bootstrap from ``boot`` if given)."""
-    verify, horizon, shortlist = ((config.verify_successors, config.td_steps, config.shortlist_particles)
-                                  if config is not None else (0, 1, 0))
+    verify, horizon, shortlist, q_net = ((config.verify_successors, config.td_steps, config.shortlist_particles,
+                                          config.verified_q_by_networks) if config is not None else (0, 1, 0, False))
     A = model.num_actions
     P = jax.tree.leaves(b_states)[0].shape[0]
 
@@ -864,7 +892,7 @@ def backup(key: jax.Array, model: Any, st: NVIState, b_states: Any, apply_fn: Ca
 
     def per_action(args):
         a, keys = args
-        return _successors(keys, model, st, b_states, a, apply_fn, table, verify, horizon, shortlist, F0, boot)
+        return _successors(keys, model, st, b_states, a, apply_fn, table, verify, horizon, shortlist, F0, boot, q_net)
 
     keys = jax.random.split(key, (A, P))
     q, succ = lax.map(per_action, (jnp.arange(A, dtype=jnp.int32), keys))
