@@ -55,7 +55,9 @@ Columns:
     check reveals its rock, still at a step's cost), certified and tighter;
   * ``ref``: the reference value of the acceptance criteria (BENCHMARKS.md) and
     ``target`` the value to reach (95% of SARSOP for (7,8), DESPOT for (11,11),
-    97% of the point-based lower bound for the tabular problems);
+    97% of the point-based lower bound for the tabular problems); the JSON's ``meets_target``
+    judges the ``exact`` value where there is one (the simulated mean's expectation, without its
+    noise), else the followed mean (``meets_target_by``);
   * ``nodes``/``reach``: active / reachable controller nodes; ``param KB``: their
     network parameters; ``alpha MB``: what as many explicit alpha-vectors of
     ``|S|`` float32 would take;
@@ -261,7 +263,11 @@ def run_problem(name: str, limit: float, args) -> dict:
     ref = REFERENCES.get(name.lower())
     row["reference"] = ref
     if ref and ref.get("target") is not None:
-        row["meets_target"] = row["follow"]["mean"] >= ref["target"]
+        # the exact value where there is one (a small tabular model): what the simulated mean estimates, without
+        # its noise (2000 episodes of 4x3.95: +- 0.037, more than half the 3% margin)
+        judged = row.get("exact")
+        row["meets_target"] = bool((row["follow"]["mean"] if judged is None else judged) >= ref["target"])
+        row["meets_target_by"] = "follow" if judged is None else "exact"
     row["peak_rss_mb_so_far"] = peak_rss_mb()
     return row
 
