@@ -296,9 +296,10 @@ def default_config(model: Any, **overrides) -> Config:
     in ``Q`` (``verified_q_by_networks`` false) 4x3.95 reached 1.858, 1.854, 1.850 (seed 3:
     1.856) but RockSample_4_4 stopped at 16.70 and 16.53 on seeds 1 and 2 (with ``K`` 4,
     seed 1: 17.20 after 600 s), presumably because one run per particle makes ``Q`` noisier
-    than the networks' values (not measured apart; both measured before the target values were tabulated, :func:`explore`, which
-    changes no value but made RockSample_4_4's iterations faster). An earlier version of these
-    settings took Tiger to 19.33-19.371 in 30 s on 4 seeds where ``Config()`` gave 16.1-16.5. On the
+    than the networks' values (not measured apart; both measured before the target values
+    were tabulated, :func:`explore`, which changes no value but made RockSample_4_4's
+    iterations faster). An earlier version of these settings took Tiger to 19.33-19.371 in
+    30 s on 4 seeds where ``Config()`` gave 16.1-16.5. On the
     RockSample simulator they did worse (an earlier version): RockSample(7,8) in
     120 s followed at 7.35 vs 13.72 with ``Config()``, so simulators keep
     ``Config()``'s 16-step targets, periodic target copies and the plain
