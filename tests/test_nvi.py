@@ -346,13 +346,15 @@ def test_verified_successors_are_chosen_by_running_the_controller(verify, expect
         assert q_listen == pytest.approx(-1 + 0.95 * 100.0)
 
 
-@pytest.mark.parametrize("tabulated", [True, False])
-def test_verified_successors_with_q_by_the_networks(tabulated):
+@pytest.mark.parametrize("tabulated, shortlist", [(True, 0), (False, 0), (False, 4)])
+def test_verified_successors_with_q_by_the_networks(tabulated, shortlist):
     # as above (the networks rate open-left best at tiger-left states; the runs choose listening), but Q(listen)
     # continues with the chosen listen node's network value (table row 0, or its network where no table is
-    # given), not with the runs' -19: -1 + 0.95 f_0(tiger-left), listening leaving the tiger where it is
+    # given, at every particle even when 4 of them rank the shortlist), not with the runs' -19:
+    # -1 + 0.95 f_0(tiger-left), listening leaving the tiger where it is
     m = problems.tiger()
-    cfg = SMALL._replace(td_steps=60, verify_successors=3, verified_q_by_networks=True)
+    cfg = SMALL._replace(td_steps=60, verify_successors=3, verified_q_by_networks=True,
+                         shortlist_particles=shortlist)
     net = nvi.Network(*nvi.mlp(cfg.hidden, cfg.value_scale))
     st = nvi.init(jax.random.key(0), m, cfg, net)
     table = jnp.zeros((cfg.capacity, m.num_states)).at[1].set(100.0).at[0].set(3.0)

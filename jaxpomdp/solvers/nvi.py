@@ -867,11 +867,11 @@ def _successors(keys, model, st: NVIState, b_states, a, apply_fn, table=None, ve
     totals = jnp.where(st.active[cand], jnp.matmul(onehot.T, y, precision=HIGHEST), -jnp.inf)
     pick = jnp.argmax(totals, axis=1)
     succ = cand[jnp.arange(O), pick]
-    if q_by_networks:  # the chosen node's network at each particle (its table row for a tabular model)
-        n_o = succ[o]
-        cont = (table[n_o, s2] if table is not None else
-                jax.vmap(lambda n, s: apply_fn(_take(st.params, n), _features(model, jax.tree.map(
-                    lambda x: x[None], s)))[0])(n_o, s2))
+    if q_by_networks and F.shape[1] == P:  # the chosen node's network at each particle, already in F
+        cont = F[succ[o], jnp.arange(P)]
+    elif q_by_networks:  # F holds the shortlist's particles only: the chosen node's network at every particle
+        cont = jax.vmap(lambda n, s: apply_fn(_take(st.params, n), _features(model, jax.tree.map(
+            lambda x: x[None], s)))[0])(succ[o], s2)
         cont = jnp.where(d, 0.0, cont)
     else:
         cont = y[jnp.arange(P), pick[o]]
